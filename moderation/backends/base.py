@@ -1,0 +1,71 @@
+"""What every backend takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+from moderation.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Settings shared by the backends; each reads the ones it needs."""
+
+    model: str = field(default="default", metadata={"help": "Model directory, or 'default' for the embedded SmolLM2-135M-Instruct."})
+    max_tokens: int = field(default=160, metadata={"help": "Upper bound on generated tokens per verdict."})
+    batch_size: int = field(default=64, metadata={"help": "Items per generate call (transformers) or request window (openai)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (retries sample; first attempts are greedy)."})
+    gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
+    enforce_eager: bool = field(default=False, metadata={"help": "vLLM: skip graph capture/compilation (faster start)."})
+    max_model_len: int = field(default=4096, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
+    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
+    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
+    timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
+    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight at once."})
+    grounded_evidence: bool = field(default=True, metadata={"help": "Constrain evidence to quotes from the item (backends with constrained decoding)."})
+
+    def __post_init__(self):
+        for name in ("max_tokens", "batch_size", "max_model_len", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"BackendConfig.{name} must be at least 1, got {getattr(self, name)!r}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
+            raise ConfigError(f"BackendConfig.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"BackendConfig.timeout_s must be positive, got {self.timeout_s!r}")
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt: chat messages plus the JSON Schema its output must follow."""
+
+    messages: list[dict[str, str]]
+    schema: dict[str, Any]
+    temperature: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Backend(Protocol):
+    """A model that turns requests into raw text outputs, one per request, in order."""
+
+    name: str
+    model_id: str  # what the user asked for: a path or a served model name
+    model_sha: str | None  # content hash of the weights, when known
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
+
+    def close(self) -> None: ...

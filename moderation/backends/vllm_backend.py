@@ -1,0 +1,82 @@
+"""vLLM's offline engine with structured outputs: the default, fast path.
+
+The pure part (`sampling_kwargs`) is apart from the one method that calls the engine, so it
+is tested without vLLM. vLLM starts worker processes: scripts that build this backend must
+do so under `if __name__ == "__main__":`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from moderation.backends.base import BackendConfig, Generation, GenerationRequest
+from moderation.errors import BackendError
+from moderation.model import model_sha, resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+def sampling_kwargs(request: GenerationRequest, config: BackendConfig) -> dict[str, Any]:
+    """Keyword arguments for `SamplingParams`, minus the structured-output object."""
+    kwargs: dict[str, Any] = {"temperature": request.temperature, "max_tokens": config.max_tokens}
+    if request.temperature > 0:
+        kwargs["seed"] = request.seed if request.seed is not None else config.seed
+    return kwargs
+
+
+def engine_kwargs(config: BackendConfig, model_path: str) -> dict[str, Any]:
+    return {
+        "model": model_path,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "enforce_eager": config.enforce_eager,
+        "enable_prefix_caching": True,
+        "max_model_len": config.max_model_len,
+        "dtype": config.dtype,
+        "seed": config.seed,
+    }
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, config: BackendConfig):
+        from vllm import LLM
+
+        self.config = config
+        path = resolve_model(config.model)
+        self.model_id = config.model if config.model != "default" else "default:SmolLM2-135M-Instruct"
+        self.model_sha = model_sha(path)
+        try:
+            self.llm = LLM(**engine_kwargs(config, str(path)))
+        except Exception as exc:  # vLLM raises many types at start-up
+            raise BackendError(f"vLLM could not start on {path}: {exc}") from exc
+
+    def _params(self, request: GenerationRequest):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = StructuredOutputsParams(json=request.schema, disable_any_whitespace=True)
+        return SamplingParams(structured_outputs=structured, **sampling_kwargs(request, self.config))
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        params = [self._params(r) for r in requests]
+        try:
+            outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        return [
+            Generation(
+                text=out.outputs[0].text,
+                prompt_tokens=len(out.prompt_token_ids or ()),
+                completion_tokens=len(out.outputs[0].token_ids),
+            )
+            for out in outputs
+        ]
+
+    def close(self) -> None:
+        engine = getattr(self, "llm", None)
+        if engine is not None:
+            del self.llm

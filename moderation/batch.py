@@ -1,0 +1,305 @@
+"""The resumable batch runner: a stream of rows in, one output line per row out.
+
+Crash safety: each chunk's lines are written in one append, flushed and fsynced. A `kill -9`
+can at worst leave a torn last line, which the next run cuts off before resuming; rows whose
+lines are complete are skipped, so nothing is lost and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moderation.errors import ConfigError, ModerationError
+from moderation.items import Item, Row, RowError
+from moderation.pipeline import Moderator, Outcome
+from moderation.schema import SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorBudgetExceeded(ModerationError):
+    """Too large a share of rows became error records; the run stopped."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of one batch run."""
+
+    chunk_size: int = field(default=64, metadata={"help": "Items per model call and per checkpoint."})
+    error_budget: float = field(default=0.5, metadata={"help": "Stop when more than this share of processed rows are errors."})
+    budget_min_rows: int = field(default=100, metadata={"help": "Rows processed before the error budget is checked."})
+    cache_size: int = field(default=100_000, metadata={"help": "Verdicts kept in memory by content hash."})
+
+    def __post_init__(self):
+        if self.chunk_size < 1:
+            raise ConfigError(f"RunOptions.chunk_size must be at least 1, got {self.chunk_size}")
+        if not 0 <= self.error_budget <= 1:
+            raise ConfigError(f"RunOptions.error_budget must be in [0, 1], got {self.error_budget}")
+
+
+@dataclass
+class RunStats:
+    processed: int = 0
+    verdicts: int = 0
+    errors: int = 0
+    skipped: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.processed / self.elapsed_s if self.elapsed_s else 0.0
+
+
+class RowKeys:
+    """The resume key of each row: its id, or `id@line` for a repeated id, `@line` for none.
+
+    Input rows and output lines go through the same rules, so a rerun finds the same keys.
+    """
+
+    def __init__(self):
+        self.first_line: dict[str, int] = {}
+
+    def assign(self, item_id: str | None, line: int) -> tuple[str, int | None]:
+        """Return (key, line of the first occurrence if this id is a repeat)."""
+        if item_id is None:
+            return f"@{line}", None
+        first = self.first_line.setdefault(item_id, line)
+        return (item_id, None) if first == line else (f"{item_id}@{line}", first)
+
+
+class VerdictCache:
+    """Verdicts by item content hash, least recently used first out."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.entries: OrderedDict[str, dict] = OrderedDict()
+
+    def get(self, sha: str) -> dict | None:
+        if sha in self.entries:
+            self.entries.move_to_end(sha)
+            return self.entries[sha]
+        return None
+
+    def put(self, sha: str, verdict: dict) -> None:
+        self.entries[sha] = verdict
+        self.entries.move_to_end(sha)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+def repair_tail(path: Path) -> int:
+    """Cut a torn last line (from a crash mid-write). Returns the bytes removed."""
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = pos - step + newline + 1
+                break
+            pos -= step
+        else:
+            end = 0
+        if end < size:
+            fh.truncate(end)
+        return size - end
+
+
+def read_output(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                yield json.loads(raw)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{path} line {n} is not JSON: is this a moderation output file?") from None
+
+
+class OutputFile:
+    """The output JSONL: resumed if it exists, locked against a second writer."""
+
+    def __init__(self, path: Path, cache: VerdictCache):
+        self.path = path
+        self.keys = RowKeys()
+        self.done: set[str] = set()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(path, "ab")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise ConfigError(f"another run is writing {path}") from None
+        torn = repair_tail(path)
+        if torn:
+            logger.warning("cut a torn last line (%d bytes) from %s", torn, path)
+        for record in read_output(path):
+            key, _ = self.keys.assign(record.get("id"), record["line"])
+            self.done.add(key)
+            if "verdict" in record and record.get("content_sha"):
+                cache.put(record["content_sha"], record["verdict"])
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        self.fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool) -> dict:
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": row.id, "line": line}
+    if isinstance(row, Item):
+        record["kind"] = row.kind
+        record["content_sha"] = row.content_sha
+    latency = outcome.latency_ms if outcome and not cached else 0
+    if isinstance(row, RowError):
+        record["error"] = {"stage": "input", "reason": row.reason}
+    elif outcome.verdict is not None:
+        record["verdict"] = outcome.verdict
+    else:
+        record["error"] = {"stage": "model", "reason": outcome.error, "raw": outcome.raw, "attempts": outcome.attempts}
+    record["provenance"] = {**provenance, "latency_ms": latency, "cached": cached}
+    return record
+
+
+class BatchRunner:
+    """Moderates a stream of rows into an output file, resumably."""
+
+    def __init__(self, moderator: Moderator, options: RunOptions | None = None):
+        self.moderator = moderator
+        self.options = options or RunOptions()
+        self.cache = VerdictCache(self.options.cache_size)
+        self.stats = RunStats()
+
+    def run(self, rows: Iterable[Row], output: str | Path, progress=None) -> RunStats:
+        """Moderate every row not already in `output`.
+
+        Args:
+            rows: (line, Item | RowError) pairs, as from `read_items`.
+            output: the JSONL output path; created, or resumed if it exists.
+            progress: optional object with `update(n)` (a tqdm bar).
+
+        Raises:
+            ErrorBudgetExceeded: after writing the chunk that went over the budget.
+        """
+        out = OutputFile(Path(output), self.cache)
+        started = time.perf_counter()
+        try:
+            pending: list[tuple[int, Item | RowError]] = []
+            pending_items = 0
+            for line, row in rows:
+                key, first = out.keys.assign(row.id, line)
+                if key in out.done:
+                    self.stats.skipped += 1
+                    if progress is not None:
+                        progress.update(1)
+                    continue
+                if first is not None and isinstance(row, Item):
+                    row = RowError(line, row.id, f"duplicate id: first seen at line {first}")
+                pending.append((line, row))
+                pending_items += isinstance(row, Item)
+                if pending_items >= self.options.chunk_size:
+                    self._flush(pending, out, progress, started)
+                    pending, pending_items = [], 0
+            self._flush(pending, out, progress, started)
+        finally:
+            self.stats.elapsed_s = time.perf_counter() - started
+            out.close()
+        return self.stats
+
+    def _flush(self, pending: list[tuple[int, Item | RowError]], out: OutputFile, progress, started: float) -> None:
+        if not pending:
+            return
+        outcomes = self._moderate_unique([r for _, r in pending if isinstance(r, Item)])
+        provenance = self.moderator.provenance()
+        records = []
+        for line, row in pending:
+            outcome, cached = outcomes.get(row.content_sha, (None, False)) if isinstance(row, Item) else (None, False)
+            records.append(_record(line, row, provenance, outcome, cached))
+        out.append(records)
+        self._count(records)
+        if progress is not None:
+            progress.update(len(records))
+        self.stats.elapsed_s = time.perf_counter() - started
+        self._check_budget()
+
+    def _moderate_unique(self, items: list[Item]) -> dict[str, tuple[Outcome, bool]]:
+        """Moderate each distinct content once; reuse cached verdicts."""
+        results: dict[str, tuple[Outcome, bool]] = {}
+        fresh: dict[str, Item] = {}
+        for item in items:
+            sha = item.content_sha
+            verdict = self.cache.get(sha)
+            if verdict is not None:
+                results[sha] = (Outcome(verdict=verdict), True)
+            else:
+                fresh.setdefault(sha, item)
+        for (sha, item), outcome in zip(fresh.items(), self.moderator.moderate(list(fresh.values()))):
+            results[sha] = (outcome, False)
+            self.stats.prompt_tokens += outcome.prompt_tokens
+            self.stats.completion_tokens += outcome.completion_tokens
+            if outcome.verdict is not None:
+                self.cache.put(sha, outcome.verdict)
+        return results
+
+    def _count(self, records: list[dict]) -> None:
+        for record in records:
+            self.stats.processed += 1
+            if "verdict" in record:
+                self.stats.verdicts += 1
+                self.stats.cache_hits += record["provenance"]["cached"]
+            else:
+                self.stats.errors += 1
+
+    def _check_budget(self) -> None:
+        s, o = self.stats, self.options
+        if s.processed >= o.budget_min_rows and s.errors > o.error_budget * s.processed:
+            raise ErrorBudgetExceeded(
+                f"{s.errors} of {s.processed} rows were errors, over the error budget of {o.error_budget:.0%}"
+            )
+
+
+def summarize(path: str | Path) -> dict[str, Any]:
+    """Counts over a whole output file (this run and any earlier ones it resumed)."""
+    decisions, policies, kinds, error_stages, reasons = Counter(), Counter(), Counter(), Counter(), Counter()
+    rows = 0
+    for record in read_output(Path(path)):
+        rows += 1
+        kinds[record.get("kind") or "unknown"] += 1
+        if "verdict" in record:
+            decisions[record["verdict"]["decision"]] += 1
+            policies.update(v["policy"] for v in record["verdict"]["violations"])
+        else:
+            error_stages[record["error"]["stage"]] += 1
+            reasons[record["error"]["reason"].split(":")[0][:60]] += 1
+    verdicts = sum(decisions.values())
+    return {
+        "rows": rows,
+        "verdicts": verdicts,
+        "errors": rows - verdicts,
+        "verdict_share": verdicts / rows if rows else 0.0,
+        "decisions": dict(decisions.most_common()),
+        "policies": dict(policies.most_common()),
+        "kinds": dict(kinds.most_common()),
+        "errors_by_stage": dict(error_stages),
+        "top_error_reasons": dict(reasons.most_common(8)),
+    }

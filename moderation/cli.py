@@ -1,0 +1,217 @@
+"""The `moderation` command. The only module that prints or sets up logging."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from moderation import __version__
+from moderation.errors import BackendError, ConfigError, InputError, ModerationError
+
+logger = logging.getLogger("moderation")
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad options, config or input file: nothing was moderated
+EXIT_BUDGET = 3  # stopped: too many rows became error records
+EXIT_BACKEND = 4  # the model backend failed as a whole
+EXIT_INTERRUPTED = 130
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="moderate a dump (JSONL, CSV or Parquet) into a JSONL file of verdicts")
+    p.add_argument("input", help="the dump: .jsonl, .csv or .parquet (optionally .gz for text formats)")
+    p.add_argument("-o", "--output", required=True, help="output JSONL; an existing file is resumed")
+    p.add_argument("--backend", default="vllm", help="vllm (default), transformers, openai or fake")
+    p.add_argument("--model", default="default", help="a Hugging Face model directory, or 'default' (SmolLM2-135M-Instruct)")
+    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="input format, when the file name does not tell")
+    p.add_argument("--kind", default="listing", help="kind of rows without a 'kind' column (listing, merchant, creator_video, live_chat)")
+    p.add_argument("--columns", help="column mapping: 'field=column,...' or a .json/.yaml file of {field: column}")
+    p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
+    p.add_argument("--prompt", help="prompt template (default prompts/moderate.v1.txt)")
+    p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
+    p.add_argument("--max-tokens", type=int, default=160, help="generated tokens per verdict, at most (default 160)")
+    p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
+    p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
+    p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
+    p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
+    p.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
+    p.add_argument("--enforce-eager", action="store_true", help="vLLM: no graph capture (starts faster)")
+    p.add_argument("--max-model-len", type=int, default=4096, help="vLLM: prompt plus output tokens, at most")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
+    p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moderation", description="LLM moderation of marketplace items.")
+    parser.add_argument("--version", action="version", version=f"moderation {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (and vLLM's own logs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    p = sub.add_parser("summary", help="print the summary of an output file")
+    p.add_argument("output", help="a JSONL file written by `moderation run`")
+    model = sub.add_parser("model", help="manage the embedded default model")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory (once)")
+    p.add_argument("--force", action="store_true", help="convert again even if prepared")
+    return parser
+
+
+def _count_rows(path: Path, fmt: str) -> int | None:
+    """Rows in the input, for the progress bar's total (a newline count for text files)."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if path.suffix == ".gz":
+            return None
+        count = 0
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                count += block.count(b"\n")
+        return count - (fmt == "csv")
+    except Exception:  # the reader will report the real problem
+        return None
+
+
+def cmd_run(args) -> int:
+    from tqdm import tqdm
+
+    from moderation.backends import BackendConfig, load_backend
+    from moderation.batch import BatchRunner, ErrorBudgetExceeded, RunOptions, summarize
+    from moderation.items import ReadLimits, detect_format, parse_column_map, read_items
+    from moderation.pipeline import Moderator
+    from moderation.policy import load_policy
+    from moderation.prompts import load_template
+
+    path = Path(args.input)
+    fmt = args.format or detect_format(path)
+    limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
+    rows = read_items(path, fmt=fmt, columns=parse_column_map(args.columns), default_kind=args.kind, limits=limits)
+    rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
+    policy, template = load_policy(args.policy), load_template(args.prompt)
+    options = RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget)
+    config = BackendConfig(
+        model=args.model,
+        max_tokens=args.max_tokens,
+        batch_size=args.chunk_size,
+        dtype=args.dtype,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=args.enforce_eager,
+        max_model_len=args.max_model_len,
+        base_url=args.base_url,
+        concurrency=args.concurrency,
+        grounded_evidence=not args.free_evidence,
+    )
+    print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
+    backend = load_backend(args.backend, config)
+    moderator = Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence)
+    runner = BatchRunner(moderator, options)
+    code = EXIT_OK
+    bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
+    try:
+        runner.run(rows, args.output, progress=bar)
+    except ErrorBudgetExceeded as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        code = EXIT_BUDGET
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    finally:
+        bar.close()
+        backend.close()
+    summary = {**summarize(args.output), "this_run": _run_figures(runner.stats)}
+    summary_path = Path(str(args.output) + ".summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary, args.output, summary_path)
+    return code
+
+
+def _peek(rows):
+    """Read the first row now (so file-level errors raise here), then yield all rows."""
+    import itertools
+
+    first = next(rows, None)
+    return rows if first is None else itertools.chain([first], rows)
+
+
+def _run_figures(stats) -> dict:
+    return {
+        "processed": stats.processed,
+        "skipped_already_done": stats.skipped,
+        "verdicts": stats.verdicts,
+        "errors": stats.errors,
+        "cache_hits": stats.cache_hits,
+        "elapsed_s": round(stats.elapsed_s, 2),
+        "items_per_s": round(stats.items_per_s, 3),
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+    }
+
+
+def _print_summary(summary: dict, output, summary_path: Path | None = None) -> None:
+    print(f"\n{output}: {summary['rows']} rows, {summary['verdicts']} verdicts, {summary['errors']} errors "
+          f"({summary['verdict_share']:.1%} verdicts)")
+    run = summary.get("this_run")
+    if run:
+        print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s), "
+              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache")
+    for title, key in (("decisions", "decisions"), ("policies flagged", "policies"), ("kinds", "kinds"),
+                       ("errors by stage", "errors_by_stage"), ("top error reasons", "top_error_reasons")):
+        if summary[key]:
+            print(f"{title}:")
+            for name, count in summary[key].items():
+                print(f"  {count:>7}  {name}")
+    if summary_path:
+        print(f"summary written to {summary_path}")
+
+
+def cmd_summary(args) -> int:
+    from moderation.batch import summarize
+
+    if not Path(args.output).is_file():
+        raise InputError(f"output file not found: {args.output}")
+    _print_summary(summarize(args.output), args.output)
+    return EXIT_OK
+
+
+def cmd_model(args) -> int:
+    from moderation.model import prepare_default_model
+
+    path = prepare_default_model(force=args.force)
+    print(f"default model ready at {path}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "summary": cmd_summary, "model": cmd_model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if args.verbose else "WARNING")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackendError as exc:
+        print(f"backend error: {exc}", file=sys.stderr)
+        return EXIT_BACKEND
+    except ModerationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

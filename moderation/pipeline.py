@@ -1,0 +1,108 @@
+"""Item -> prompt -> backend -> validated verdict, with a bounded retry for invalid outputs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from moderation.backends.base import Backend, GenerationRequest
+from moderation.errors import ConfigError, VerdictError
+from moderation.items import Item
+from moderation.policy import Policy
+from moderation.prompts import PromptTemplate
+from moderation.schema import grounded_schema, parse_verdict, verdict_schema
+
+RETRY_TEMPERATURE = 0.7
+
+
+@dataclass
+class Outcome:
+    """What became of one item: a verdict, or the last error with the raw output kept."""
+
+    verdict: dict[str, Any] | None = None
+    error: str | None = None
+    raw: str | None = None
+    attempts: int = 0
+    latency_ms: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Moderator:
+    """Turns items into validated verdicts with one backend, policy and prompt template.
+
+    Args:
+        backend: any Backend.
+        policy: the loaded policy.
+        template: the loaded prompt template.
+        max_attempts: tries per item; attempts after the first sample at RETRY_TEMPERATURE.
+        grounded_evidence: give the engine a per-item schema whose evidence must be a quote
+            from the item (only engines with constrained decoding use the schema).
+        adapter: name of a LoRA adapter, recorded in provenance.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        policy: Policy,
+        template: PromptTemplate,
+        *,
+        max_attempts: int = 2,
+        grounded_evidence: bool = True,
+        adapter: str | None = None,
+    ):
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.backend = backend
+        self.policy = policy
+        self.template = template
+        self.max_attempts = max_attempts
+        self.grounded_evidence = grounded_evidence
+        self.adapter = adapter
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "model": self.backend.model_id,
+            "model_sha": self.backend.model_sha,
+            "adapter": self.adapter,
+            "backend": self.backend.name,
+            "prompt_sha": self.template.sha,
+            "policy_version": self.policy.version,
+        }
+
+    def request(self, item: Item, attempt: int) -> GenerationRequest:
+        schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
+        retry = attempt > 1
+        return GenerationRequest(
+            messages=self.template.messages(item, self.policy),
+            schema=schema,
+            temperature=RETRY_TEMPERATURE if retry else 0.0,
+            seed=attempt if retry else None,
+        )
+
+    def moderate(self, items: list[Item]) -> list[Outcome]:
+        """Moderate a batch; every item gets an Outcome, in order."""
+        outcomes = [Outcome() for _ in items]
+        todo = list(range(len(items)))
+        for attempt in range(1, self.max_attempts + 1):
+            if not todo:
+                break
+            started = time.perf_counter()
+            generations = self.backend.generate([self.request(items[i], attempt) for i in todo])
+            elapsed_ms = int((time.perf_counter() - started) * 1000)
+            failed = []
+            for i, generation in zip(todo, generations):
+                outcome = outcomes[i]
+                outcome.attempts = attempt
+                outcome.latency_ms += elapsed_ms
+                outcome.prompt_tokens += generation.prompt_tokens
+                outcome.completion_tokens += generation.completion_tokens
+                try:
+                    outcome.verdict = parse_verdict(generation.text, items[i].text())
+                    outcome.error = outcome.raw = None
+                except VerdictError as exc:
+                    outcome.error, outcome.raw = str(exc), generation.text
+                    failed.append(i)
+            todo = failed
+        return outcomes

@@ -1,0 +1,126 @@
+"""The verdict JSON Schema, its validation, and the checks a schema cannot express.
+
+Every backend's output goes through `parse_verdict`, whether or not the engine decoded under
+the schema: the schema is the contract, constrained decoding only makes it cheaper to keep.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from moderation.errors import VerdictError
+
+SCHEMA_VERSION = "1"
+
+
+@cache
+def verdict_schema() -> dict[str, Any]:
+    """The verdict schema (draft 2020-12), as shipped in the package."""
+    text = resources.files("moderation").joinpath("verdict.schema.json").read_text()
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def _enum(*path: str) -> tuple[str, ...]:
+    node = verdict_schema()
+    for key in path:
+        node = node[key]
+    return tuple(node["enum"])
+
+
+POLICY_IDS = _enum("properties", "violations", "items", "properties", "policy")
+DECISIONS = _enum("properties", "decision")
+SEVERITIES = _enum("properties", "violations", "items", "properties", "severity")
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(verdict_schema())
+
+
+def extract_json(text: str) -> Any:
+    """Parse the first JSON object in a model's output (models without constrained decoding
+    may wrap it in prose or code fences)."""
+    start = text.find("{")
+    if start < 0:
+        raise VerdictError("output holds no JSON object", raw=text)
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise VerdictError(f"output is not valid JSON: {exc.msg} at char {exc.pos}", raw=text) from None
+    return value
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def parse_verdict(text: str, item_text: str) -> dict[str, Any]:
+    """Validate a model output as a verdict for an item.
+
+    Beyond the schema: every evidence quote must occur in the item text (ignoring case and
+    runs of whitespace); `allow` goes with no violations and any other decision with at least
+    one; a policy named twice keeps its first entry.
+
+    Raises:
+        VerdictError: with the raw output attached.
+    """
+    verdict = extract_json(text)
+    errors = sorted(_validator().iter_errors(verdict), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+        raise VerdictError(f"schema violation at {where}: {errors[0].message[:200]}", raw=text)
+    haystack = _normalise(item_text)
+    seen, violations = set(), []
+    for violation in verdict["violations"]:
+        if _normalise(violation["evidence"]) not in haystack:
+            raise VerdictError(f"evidence {violation['evidence']!r:.80} does not occur in the item", raw=text)
+        if violation["policy"] not in seen:
+            seen.add(violation["policy"])
+            violations.append(violation)
+    verdict["violations"] = violations
+    if (verdict["decision"] == "allow") != (not violations):
+        raise VerdictError(f"decision {verdict['decision']!r} does not match {len(violations)} violation(s)", raw=text)
+    return verdict
+
+
+def evidence_candidates(item_text: str, limit: int = 160) -> list[str]:
+    """Quotable pieces of an item: its clauses and its longer words, in order of appearance.
+
+    Each candidate is a substring of the item text, so a verdict whose evidence is chosen from
+    them always passes the evidence check.
+    """
+    pieces: list[str] = []
+    for clause in re.split(r"[\n.!?;:,|()\[\]{}\"]+", item_text):
+        clause = clause.strip()
+        if 3 <= len(clause) <= 120:
+            pieces.append(clause)
+    pieces.extend(w for w in re.findall(r"[^\s.,;:!?()\[\]{}\"]{4,40}", item_text))
+    unique = list(dict.fromkeys(pieces))
+    return unique[:limit]
+
+
+def grounded_schema(item_text: str) -> dict[str, Any]:
+    """The verdict schema with `evidence` narrowed to quotes taken from this item.
+
+    Used for constrained decoding, so that a small model cannot invent a quote.
+    """
+    schema = copy.deepcopy(verdict_schema())
+    candidates = evidence_candidates(item_text)
+    evidence = schema["properties"]["violations"]["items"]["properties"]["evidence"]
+    if candidates:
+        schema["properties"]["violations"]["items"]["properties"]["evidence"] = {
+            "description": evidence["description"],
+            "enum": candidates,
+        }
+    else:
+        schema["properties"]["violations"]["maxItems"] = 0
+    return schema
