@@ -229,11 +229,11 @@ class BatchRunner:
     def _flush(self, pending: list[tuple[int, Item | RowError]], out: OutputFile, progress, started: float) -> None:
         if not pending:
             return
-        outcomes = self._moderate_unique([r for _, r in pending if isinstance(r, Item)])
+        outcomes = iter(self._moderate_unique([r for _, r in pending if isinstance(r, Item)]))
         provenance = self.moderator.provenance()
         records = []
         for line, row in pending:
-            outcome, cached = outcomes.get(row.content_sha, (None, False)) if isinstance(row, Item) else (None, False)
+            outcome, cached = next(outcomes) if isinstance(row, Item) else (None, False)
             records.append(_record(line, row, provenance, outcome, cached))
         out.append(records)
         self._count(records)
@@ -242,24 +242,24 @@ class BatchRunner:
         self.stats.elapsed_s = time.perf_counter() - started
         self._check_budget()
 
-    def _moderate_unique(self, items: list[Item]) -> dict[str, tuple[Outcome, bool]]:
-        """Moderate each distinct content once; reuse cached verdicts."""
-        results: dict[str, tuple[Outcome, bool]] = {}
+    def _moderate_unique(self, items: list[Item]) -> list[tuple[Outcome, bool]]:
+        """(outcome, cached) per item, in order; each distinct content goes to the model once."""
+        known: dict[str, Outcome] = {}
         fresh: dict[str, Item] = {}
         for item in items:
-            sha = item.content_sha
-            verdict = self.cache.get(sha)
+            verdict = self.cache.get(item.content_sha)
             if verdict is not None:
-                results[sha] = (Outcome(verdict=verdict), True)
+                known[item.content_sha] = Outcome(verdict=verdict)
             else:
-                fresh.setdefault(sha, item)
-        for (sha, item), outcome in zip(fresh.items(), self.moderator.moderate(list(fresh.values()))):
-            results[sha] = (outcome, False)
+                fresh.setdefault(item.content_sha, item)
+        for sha, outcome in zip(fresh, self.moderator.moderate(list(fresh.values()))):
+            known[sha] = outcome
             self.stats.prompt_tokens += outcome.prompt_tokens
             self.stats.completion_tokens += outcome.completion_tokens
             if outcome.verdict is not None:
                 self.cache.put(sha, outcome.verdict)
-        return results
+        # Only the item that went to the model is uncached; its twins reuse the outcome.
+        return [(known[item.content_sha], fresh.get(item.content_sha) is not item) for item in items]
 
     def _count(self, records: list[dict]) -> None:
         for record in records:

@@ -196,7 +196,7 @@ COMMANDS = {"run": cmd_run, "summary": cmd_summary, "model": cmd_model}
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if args.verbose else "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if args.verbose else "ERROR")
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, InputError) as exc:

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from moderation.errors import VerdictError
 
@@ -36,9 +37,9 @@ def _enum(*path: str) -> tuple[str, ...]:
     return tuple(node["enum"])
 
 
-POLICY_IDS = _enum("properties", "violations", "items", "properties", "policy")
-DECISIONS = _enum("properties", "decision")
-SEVERITIES = _enum("properties", "violations", "items", "properties", "severity")
+POLICY_IDS = _enum("$defs", "violation", "properties", "policy")
+DECISIONS = _enum("$defs", "decision")
+SEVERITIES = _enum("$defs", "violation", "properties", "severity")
 
 
 @cache
@@ -68,16 +69,16 @@ def parse_verdict(text: str, item_text: str) -> dict[str, Any]:
 
     Beyond the schema: every evidence quote must occur in the item text (ignoring case and
     runs of whitespace); `allow` goes with no violations and any other decision with at least
-    one; a policy named twice keeps its first entry.
+    one (the schema says so too); a policy named twice keeps its first entry.
 
     Raises:
         VerdictError: with the raw output attached.
     """
     verdict = extract_json(text)
-    errors = sorted(_validator().iter_errors(verdict), key=lambda e: list(e.absolute_path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
-        raise VerdictError(f"schema violation at {where}: {errors[0].message[:200]}", raw=text)
+    error = best_match(_validator().iter_errors(verdict))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise VerdictError(f"schema violation at {where}: {error.message[:200]}", raw=text)
     haystack = _normalise(item_text)
     seen, violations = set(), []
     for violation in verdict["violations"]:
@@ -87,8 +88,6 @@ def parse_verdict(text: str, item_text: str) -> dict[str, Any]:
             seen.add(violation["policy"])
             violations.append(violation)
     verdict["violations"] = violations
-    if (verdict["decision"] == "allow") != (not violations):
-        raise VerdictError(f"decision {verdict['decision']!r} does not match {len(violations)} violation(s)", raw=text)
     return verdict
 
 
@@ -115,12 +114,9 @@ def grounded_schema(item_text: str) -> dict[str, Any]:
     """
     schema = copy.deepcopy(verdict_schema())
     candidates = evidence_candidates(item_text)
-    evidence = schema["properties"]["violations"]["items"]["properties"]["evidence"]
-    if candidates:
-        schema["properties"]["violations"]["items"]["properties"]["evidence"] = {
-            "description": evidence["description"],
-            "enum": candidates,
-        }
-    else:
-        schema["properties"]["violations"]["maxItems"] = 0
+    if not candidates:  # nothing to quote: only the allow branch remains
+        schema["anyOf"] = schema["anyOf"][:1]
+        return schema
+    violation = schema["$defs"]["violation"]["properties"]
+    violation["evidence"] = {"description": violation["evidence"]["description"], "enum": candidates}
     return schema

@@ -1,0 +1,152 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, listing, read_jsonl, write_jsonl
+
+from moderation.batch import BatchRunner, ErrorBudgetExceeded, OutputFile, RunOptions, VerdictCache, repair_tail, summarize
+from moderation.errors import ConfigError
+from moderation.items import read_items
+from moderation.schema import parse_verdict
+
+
+def run(moderator, src, out, **options):
+    return BatchRunner(moderator, RunOptions(**options)).run(read_items(src), out)
+
+
+def test_one_line_per_row_in_input_order(tmp_path, make_moderator):
+    rows = [listing(i) for i in range(10)] + [{"title": "no id"}, listing(3)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    stats = run(make_moderator(), src, tmp_path / "out.jsonl", chunk_size=4)
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["line"] for r in out] == list(range(1, 13))
+    assert stats.processed == 12 and stats.verdicts == 10 and stats.errors == 2
+    assert out[10]["error"]["reason"] == "row has no id"
+    assert "duplicate id" in out[11]["error"]["reason"] and out[11]["id"] == "it-0003"
+    for record in out[:10]:
+        assert record["schema_version"] == "1" and record["content_sha"]
+        assert set(record["provenance"]) >= {"model", "model_sha", "adapter", "backend", "prompt_sha", "policy_version", "latency_ms"}
+
+
+def test_identical_content_is_moderated_once(tmp_path, make_moderator):
+    rows = [{"id": f"d{i}", "title": "Same lamp", "price": 5} for i in range(6)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    moderator = make_moderator()
+    stats = run(moderator, src, tmp_path / "out.jsonl", chunk_size=2)
+    assert sum(len(call) for call in moderator.backend.calls) == 1
+    assert stats.cache_hits == 5 and len(read_jsonl(tmp_path / "out.jsonl")) == 6
+
+
+def test_rerun_skips_done_rows_and_reuses_their_verdicts(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(i) for i in range(8)])
+    out = tmp_path / "out.jsonl"
+    run(make_moderator(), src, out)
+    moderator = make_moderator()
+    stats = run(moderator, src, out)
+    assert stats.skipped == 8 and stats.processed == 0 and moderator.backend.calls == []
+    assert len(read_jsonl(out)) == 8
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(i) for i in range(20)] + [{"title": "bad"}])
+    out = tmp_path / "out.jsonl"
+    calls = {"n": 0}
+
+    def flaky(request):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return json.dumps({"decision": "allow", "violations": [], "rationale": "ok"})
+
+    with pytest.raises(KeyboardInterrupt):
+        run(make_moderator(respond=flaky), src, out, chunk_size=4)
+    assert len(read_jsonl(out)) == 8  # two whole chunks were checkpointed
+    run(make_moderator(), src, out, chunk_size=4)
+    ids = [r["id"] for r in read_jsonl(out)]
+    assert len(ids) == 21 and len(set(ids)) == 21
+
+
+def test_torn_last_line_is_cut_before_resuming(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(i) for i in range(5)])
+    out = tmp_path / "out.jsonl"
+    run(make_moderator(), src, out)
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:3]) + lines[3][:25])  # a crash mid-write
+    assert repair_tail(out) == 25
+    out.write_bytes(b"".join(lines[:3]) + lines[3][:25])
+    run(make_moderator(), src, out)
+    assert [r["line"] for r in read_jsonl(out)] == [1, 2, 3, 4, 5]
+
+
+def test_error_budget_stops_the_run_after_writing(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(i) for i in range(30)])
+    moderator = make_moderator(respond=lambda r: "not json")
+    with pytest.raises(ErrorBudgetExceeded, match="error budget"):
+        run(moderator, src, tmp_path / "out.jsonl", chunk_size=5, error_budget=0.2, budget_min_rows=10)
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 10
+
+
+def test_second_writer_is_refused(tmp_path):
+    out = tmp_path / "out.jsonl"
+    first = OutputFile(out, VerdictCache(10))
+    try:
+        with pytest.raises(ConfigError, match="another run"):
+            OutputFile(out, VerdictCache(10))
+    finally:
+        first.close()
+
+
+def test_summary_counts_decisions_policies_and_errors(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "a", "title": "Rolex replica, WhatsApp me"}, {"id": "b", "title": "Oak table"}, {"title": "no id"}])
+    run(make_moderator(), src, tmp_path / "out.jsonl")
+    s = summarize(tmp_path / "out.jsonl")
+    assert s["rows"] == 3 and s["verdicts"] == 2 and s["errors"] == 1
+    assert s["decisions"] == {"remove": 1, "allow": 1}
+    assert s["policies"] == {"counterfeit_ip": 1, "off_platform_transaction": 1}
+    assert s["errors_by_stage"] == {"input": 1}
+
+
+SLOW_RUN = """
+import sys, time, json
+from moderation.backends import BackendConfig
+from moderation.backends.fake import FakeBackend, keyword_verdict, item_text_of
+from moderation.batch import BatchRunner, RunOptions
+from moderation.items import read_items
+from moderation.pipeline import Moderator
+from moderation.policy import load_policy
+from moderation.prompts import load_template
+
+def slow(request):
+    time.sleep(0.002)
+    return json.dumps(keyword_verdict(item_text_of(request)))
+
+backend = FakeBackend(BackendConfig(), respond=slow)
+moderator = Moderator(backend, load_policy(), load_template())
+BatchRunner(moderator, RunOptions(chunk_size=7)).run(read_items(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_kill_9_at_any_moment_loses_and_duplicates_nothing(tmp_path):
+    rows = [listing(i, title=f"Item {i} replica" if i % 3 else f"Item {i}") for i in range(400)]
+    rows[50] = {"title": "row without id"}
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for delay in (0.9, 1.3, 1.7, 2.1):
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(src), str(out)], env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    subprocess.run([sys.executable, "-c", SLOW_RUN, str(src), str(out)], env=env, check=True)
+    records = read_jsonl(out)
+    assert sorted(r["line"] for r in records) == list(range(1, 401))
+    ids = [r["id"] for r in records if r["id"] is not None]
+    assert len(ids) == len(set(ids)) == 399
+    for record in records:
+        if "verdict" in record:
+            parse_verdict(json.dumps(record["verdict"]), "Item replica")

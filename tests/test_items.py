@@ -1,0 +1,140 @@
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import listing, write_jsonl
+
+from moderation.errors import ConfigError, InputError
+from moderation.items import Item, ReadLimits, RowError, parse_column_map, read_items
+
+
+def rows_of(path, **kwargs):
+    return list(read_items(path, **kwargs))
+
+
+def test_jsonl_reads_all_four_kinds(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        listing(1, currency="EUR", attributes={"brand": "Acme", "weight_kg": 2}),
+        {"id": "m1", "kind": "merchant", "name": "Acme Shop", "about": "We sell tools.", "categories": ["tools"]},
+        {"id": "v1", "kind": "creator_video", "caption": "Unboxing", "transcript": "Today we open a box."},
+        {"id": "c1", "kind": "live_chat", "messages": [{"user": "a", "text": "hi"}, "plain line"]},
+    ])
+    rows = rows_of(path)
+    assert [line for line, _ in rows] == [1, 2, 3, 4]
+    items = [row for _, row in rows]
+    assert all(isinstance(r, Item) for r in items)
+    assert [i.kind for i in items] == ["listing", "merchant", "creator_video", "live_chat"]
+    assert items[0].fields["price"] == 11.0 and items[0].fields["attributes"]["brand"] == "Acme"
+    assert items[3].fields["messages"][1] == {"user": "", "text": "plain line"}
+
+
+def test_bad_jsonl_rows_become_errors_with_line_numbers(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(
+        json.dumps(listing(1)).encode() + b"\n"
+        + b'{"title": "no id"}\n'
+        + b"{not json\n"
+        + b"\xff\xfe\xfa garbage \x80\n"
+        + json.dumps({"id": "p", "title": "x", "price": "cheap"}).encode() + b"\n"
+        + json.dumps({"id": "big", "title": "x", "description": "y" * 30_000}).encode() + b"\n"
+        + b"[1, 2]\n"
+        + json.dumps({"id": "k", "kind": "spaceship", "title": "x"}).encode() + b"\n"
+    )
+    rows = rows_of(path)
+    assert isinstance(rows[0][1], Item)
+    errors = {line: row.reason for line, row in rows if isinstance(row, RowError)}
+    assert errors.keys() == {2, 3, 4, 5, 6, 7, 8}
+    assert "no id" in errors[2]
+    assert "not valid JSON" in errors[3]
+    assert "UTF-8" in errors[4]
+    assert "price" in errors[5] and "number" in errors[5]
+    assert "over the 20000 limit" in errors[6]
+    assert "not an object" in errors[7]
+    assert "unknown kind" in errors[8]
+
+
+def test_ten_megabyte_row_is_an_error_not_a_crash(tmp_path):
+    path = write_jsonl(tmp_path / "huge.jsonl", [{"id": "huge", "title": "x", "description": "z" * 10_000_000}, listing(2)])
+    rows = rows_of(path)
+    assert isinstance(rows[0][1], RowError) and "byte limit" in rows[0][1].reason
+    assert isinstance(rows[1][1], Item)
+
+
+def test_csv_with_broken_quoting_reports_the_lines(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(
+        'id,title,description,price\n'
+        '1,Lamp,"A lamp, with a shade",12\n'
+        '2,"Broken quote,desc,5\n'
+        '3,Chair,Wooden,30\n'
+        '4,Table,"Multi-line\ndescription",40\n'
+    )
+    rows = rows_of(path)
+    by_line = {line: row for line, row in rows}
+    assert isinstance(by_line[2], Item) and by_line[2].fields["description"] == "A lamp, with a shade"
+    broken = [row for row in by_line.values() if isinstance(row, RowError)]
+    assert broken and "broken quoting" in broken[0].reason and broken[0].line == 3
+
+
+def test_csv_multiline_field_and_json_cells(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(
+        'id,kind,messages,description\n'
+        'c1,live_chat,"[{""user"": ""a"", ""text"": ""hi""}]",\n'
+        'l1,listing,,"two\nlines"\n'
+    )
+    [(line, chat), (line2, item)] = rows_of(path)
+    assert line == 2 and chat.fields["messages"][0]["text"] == "hi"
+    assert line2 == 3 and item.fields["description"] == "two\nlines"
+
+
+def test_parquet_streams_and_maps_columns(tmp_path):
+    table = pa.table({"sku": ["a", "b", None], "name": ["Kettle", "Toaster", "Lost"], "cost": [20.0, 30.0, 1.0]})
+    path = tmp_path / "d.parquet"
+    pq.write_table(table, path)
+    rows = rows_of(path, columns=parse_column_map("id=sku,title=name,price=cost"))
+    assert [r.fields["title"] for _, r in rows[:2]] == ["Kettle", "Toaster"]
+    assert isinstance(rows[2][1], RowError) and rows[2][0] == 3
+
+
+def test_gzip_jsonl(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps(listing(1)) + "\n")
+    assert isinstance(rows_of(path)[0][1], Item)
+
+
+def test_whole_file_problems_raise_input_error(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        rows_of(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(InputError, match="empty"):
+        rows_of(tmp_path / "empty.jsonl")
+    (tmp_path / "bin.jsonl").write_bytes(bytes(range(256)) * 100)
+    with pytest.raises(InputError, match="binary"):
+        rows_of(tmp_path / "bin.jsonl")
+    (tmp_path / "fake.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="Parquet"):
+        rows_of(tmp_path / "fake.parquet")
+    with pytest.raises(InputError, match="format"):
+        rows_of(tmp_path / "d.txt")
+
+
+def test_column_map_rejects_unknown_fields(tmp_path):
+    with pytest.raises(ConfigError, match="unknown fields"):
+        parse_column_map("titel=name")
+    with pytest.raises(ConfigError, match="field=column"):
+        parse_column_map("title")
+    spec = tmp_path / "map.yaml"
+    spec.write_text("title: name\nid: sku\n")
+    assert parse_column_map(str(spec)) == {"title": "name", "id": "sku"}
+
+
+def test_content_sha_ignores_id_and_limits_validate():
+    a = Item("a", "listing", {"title": "x"})
+    b = Item("b", "listing", {"title": "x"})
+    assert a.content_sha == b.content_sha != Item("c", "listing", {"title": "y"}).content_sha
+    with pytest.raises(ConfigError, match="max_text_chars"):
+        ReadLimits(max_text_chars=0)
