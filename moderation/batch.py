@@ -217,7 +217,8 @@ class BatchRunner:
                     row = RowError(line, row.id, f"duplicate id: first seen at line {first}")
                 pending.append((line, row))
                 pending_items += isinstance(row, Item)
-                if pending_items >= self.options.chunk_size:
+                # Error rows count too, so a file of garbage still checkpoints and meets the budget.
+                if pending_items >= self.options.chunk_size or len(pending) >= 4 * self.options.chunk_size:
                     self._flush(pending, out, progress, started)
                     pending, pending_items = [], 0
             self._flush(pending, out, progress, started)

@@ -40,7 +40,8 @@ def _add_run(sub) -> None:
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
     p.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
-    p.add_argument("--enforce-eager", action="store_true", help="vLLM: no graph capture (starts faster)")
+    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                   help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
     p.add_argument("--max-model-len", type=int, default=4096, help="vLLM: prompt plus output tokens, at most")
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")

@@ -17,7 +17,7 @@ class BackendConfig:
     batch_size: int = field(default=64, metadata={"help": "Items per generate call (transformers) or request window (openai)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (retries sample; first attempts are greedy)."})
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
-    enforce_eager: bool = field(default=False, metadata={"help": "vLLM: skip graph capture/compilation (faster start)."})
+    enforce_eager: bool | None = field(default=None, metadata={"help": "vLLM: skip compilation and graph capture; None means yes on CPU, no on GPU."})
     max_model_len: int = field(default=4096, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})

@@ -25,11 +25,14 @@ def sampling_kwargs(request: GenerationRequest, config: BackendConfig) -> dict[s
     return kwargs
 
 
-def engine_kwargs(config: BackendConfig, model_path: str) -> dict[str, Any]:
+def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[str, Any]:
+    """Engine settings. On CPU, compilation costs minutes of start-up for little gain at this
+    model size, so eager mode is the default there."""
+    eager = on_cpu if config.enforce_eager is None else config.enforce_eager
     return {
         "model": model_path,
         "gpu_memory_utilization": config.gpu_memory_utilization,
-        "enforce_eager": config.enforce_eager,
+        "enforce_eager": eager,
         "enable_prefix_caching": True,
         "max_model_len": config.max_model_len,
         "dtype": config.dtype,
@@ -42,13 +45,14 @@ class VLLMBackend:
 
     def __init__(self, config: BackendConfig):
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.config = config
         path = resolve_model(config.model)
         self.model_id = config.model if config.model != "default" else "default:SmolLM2-135M-Instruct"
         self.model_sha = model_sha(path)
         try:
-            self.llm = LLM(**engine_kwargs(config, str(path)))
+            self.llm = LLM(**engine_kwargs(config, str(path), on_cpu=current_platform.is_cpu()))
         except Exception as exc:  # vLLM raises many types at start-up
             raise BackendError(f"vLLM could not start on {path}: {exc}") from exc
 

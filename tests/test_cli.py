@@ -1,0 +1,124 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, listing, read_jsonl, write_jsonl
+
+from moderation.cli import COMMANDS, build_parser, main
+
+README = (ROOT / "README.md").read_text()
+
+
+def subcommands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    names = []
+    for name, p in sub.choices.items():
+        nested = [a for a in p._actions if getattr(a, "choices", None) and a.dest.endswith("command")]
+        names += [f"{name} {n}" for n in nested[0].choices] if nested else [name]
+    return names
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_every_subcommand_has_help_and_is_in_the_readme(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(command.split() + ["--help"])
+    assert info.value.code == 0 and "usage" in capsys.readouterr().out
+    assert f"moderation {command}" in README
+
+
+def test_readme_holds_exactly_two_setup_commands():
+    block = re.search(r"## Quick start\n.*?```(?:bash)?\n(.*?)```", README, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert commands == ["scripts/demo", "scripts/test"]
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_run_with_fake_backend_end_to_end(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(1), {"id": "x", "title": "AAA replica bag, WhatsApp me"}, {"no": "id"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(src), "-o", str(out), "--backend", "fake", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 rows, 2 verdicts, 1 errors" in printed and "counterfeit_ip" in printed
+    assert len(read_jsonl(out)) == 3
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
+    assert summary["decisions"] == {"allow": 1, "remove": 1} and summary["this_run"]["processed"] == 3
+    assert main(["summary", str(out)]) == 0
+
+
+def test_run_csv_with_column_mapping(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("sku,name,body\n1,Lamp,Nice lamp\n2,Watch,Rolex replica\n")
+    out = tmp_path / "out.jsonl"
+    code = main(["run", str(src), "-o", str(out), "--backend", "fake", "--no-progress", "--columns", "id=sku,title=name,description=body"])
+    assert code == 0
+    assert [r["verdict"]["decision"] for r in read_jsonl(out)] == ["allow", "remove"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (bytes(range(256)) * 50, "binary"),
+    ],
+)
+def test_bad_input_files_give_a_message_and_exit_2_without_traceback(tmp_path, content, message):
+    src = tmp_path / "in.jsonl"
+    if content is not None:
+        src.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "moderation.cli", "run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_backend_and_bad_options_exit_2(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(1)])
+    assert main(["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "nope"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
+    assert main(["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake", "--chunk-size", "0"]) == 2
+
+
+def test_error_budget_exit_code(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"title": f"no id {i}"} for i in range(150)])
+    assert main(["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake", "--no-progress", "--chunk-size", "10"]) == 3
+
+
+def test_commands_table_matches_parser():
+    assert set(COMMANDS) == {c.split()[0] for c in subcommands()}
+
+
+def test_importing_the_package_loads_no_heavy_library():
+    code = (
+        "import sys, moderation, moderation.cli, moderation.batch, moderation.backends, moderation.backends.fake;"
+        "heavy = [m for m in ('torch', 'vllm', 'transformers', 'pyarrow') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_messy_dump_gives_an_error_record_per_bad_row(tmp_path):
+    src = tmp_path / "messy.csv"
+    src.write_bytes(
+        b"id,title,description,price\n"
+        b"1,Lamp,Fine lamp,12\n"
+        b",No id,text,3\n"
+        b"3,Chair,Wooden chair,abc\n"
+        b"4,Huge," + b"x" * 2_000_000 + b",5\n"
+        b"5,Bin,\xff\xfe\x80garbage,6\n"
+        b'6,"Broken,quote,4\n'
+        b"7,Desk,Oak desk,8\n"
+    )
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(src), "-o", str(out), "--backend", "fake", "--no-progress"]) == 0
+    records = read_jsonl(out)
+    assert "verdict" in records[0]
+    reasons = [r["error"]["reason"] for r in records[1:]]
+    assert len(records) == 6 and all(reasons)
+    assert "no id" in reasons[0] and "price" in reasons[1] and "limit" in reasons[2]
+    assert "UTF-8" in reasons[3] and "broken quoting" in reasons[4] and "lines 7-8" in reasons[4]
