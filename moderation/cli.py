@@ -33,7 +33,7 @@ def _add_run(sub) -> None:
     p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
     p.add_argument("--prompt", help="prompt template (default prompts/moderate.v1.txt)")
     p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
-    p.add_argument("--max-tokens", type=int, default=160, help="generated tokens per verdict, at most (default 160)")
+    p.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
     p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
     p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")

@@ -13,7 +13,7 @@ class BackendConfig:
     """Settings shared by the backends; each reads the ones it needs."""
 
     model: str = field(default="default", metadata={"help": "Model directory, or 'default' for the embedded SmolLM2-135M-Instruct."})
-    max_tokens: int = field(default=160, metadata={"help": "Upper bound on generated tokens per verdict."})
+    max_tokens: int = field(default=256, metadata={"help": "Upper bound on generated tokens per verdict."})
     batch_size: int = field(default=64, metadata={"help": "Items per generate call (transformers) or request window (openai)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (retries sample; first attempts are greedy)."})
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
