@@ -126,15 +126,18 @@ def read_output(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
             try:
-                yield json.loads(raw)
+                record = json.loads(raw)
             except json.JSONDecodeError:
-                raise ConfigError(f"{path} line {n} is not JSON: is this a moderation output file?") from None
+                record = None
+            if not isinstance(record, dict) or "line" not in record or ("verdict" not in record and "error" not in record):
+                raise ConfigError(f"{path} line {n} is not a moderation output record: is this the right file?")
+            yield record
 
 
 class OutputFile:
     """The output JSONL: resumed if it exists, locked against a second writer."""
 
-    def __init__(self, path: Path, cache: VerdictCache):
+    def __init__(self, path: Path, cache: VerdictCache, provenance: dict[str, Any]):
         self.path = path
         self.keys = RowKeys()
         self.done: set[str] = set()
@@ -148,11 +151,18 @@ class OutputFile:
         torn = repair_tail(path)
         if torn:
             logger.warning("cut a torn last line (%d bytes) from %s", torn, path)
+        foreign = 0
         for record in read_output(path):
             key, _ = self.keys.assign(record.get("id"), record["line"])
             self.done.add(key)
-            if "verdict" in record and record.get("content_sha"):
+            same_source = _same_source(record.get("provenance") or {}, provenance)
+            foreign += not same_source
+            if same_source and "verdict" in record and record.get("content_sha"):
                 cache.put(record["content_sha"], record["verdict"])
+        if foreign:
+            logger.warning(
+                "%d lines of %s came from another model, prompt or policy; they keep their own provenance "
+                "and their verdicts are not reused", foreign, path)
 
     def append(self, records: list[dict]) -> None:
         if not records:
@@ -163,6 +173,13 @@ class OutputFile:
 
     def close(self) -> None:
         self.fh.close()
+
+
+SOURCE_KEYS = ("model", "model_sha", "adapter", "backend", "prompt_sha", "policy_version")
+
+
+def _same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in SOURCE_KEYS)
 
 
 def _record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool) -> dict:
@@ -201,7 +218,7 @@ class BatchRunner:
         Raises:
             ErrorBudgetExceeded: after writing the chunk that went over the budget.
         """
-        out = OutputFile(Path(output), self.cache)
+        out = OutputFile(Path(output), self.cache, self.moderator.provenance())
         started = time.perf_counter()
         try:
             pending: list[tuple[int, Item | RowError]] = []

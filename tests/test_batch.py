@@ -92,10 +92,10 @@ def test_error_budget_stops_the_run_after_writing(tmp_path, make_moderator):
 
 def test_second_writer_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
-    first = OutputFile(out, VerdictCache(10))
+    first = OutputFile(out, VerdictCache(10), {})
     try:
         with pytest.raises(ConfigError, match="another run"):
-            OutputFile(out, VerdictCache(10))
+            OutputFile(out, VerdictCache(10), {})
     finally:
         first.close()
 
@@ -150,3 +150,22 @@ def test_kill_9_at_any_moment_loses_and_duplicates_nothing(tmp_path):
     for record in records:
         if "verdict" in record:
             parse_verdict(json.dumps(record["verdict"]), "Item replica")
+
+
+def test_cached_verdicts_are_reused_only_from_the_same_model_and_prompt(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "title": "Lamp"}])
+    out = tmp_path / "out.jsonl"
+    run(make_moderator(), src, out)
+    more = write_jsonl(tmp_path / "more.jsonl", [{"id": "a", "title": "Lamp"}, {"id": "b", "title": "Lamp"}])
+    same = make_moderator()
+    run(same, more, out)
+    assert same.backend.calls == []  # "b" has a's content: served from a's verdict
+    other = make_moderator(adapter="eu-lora")
+    run(other, write_jsonl(tmp_path / "third.jsonl", [{"id": "c", "title": "Lamp"}]), out)
+    assert len(other.backend.calls) == 1  # another adapter: the old verdict is not reused
+
+
+def test_a_foreign_file_is_not_mistaken_for_an_output(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(1)])
+    with pytest.raises(ConfigError, match="not a moderation output record"):
+        run(make_moderator(), src, src)

@@ -3,8 +3,8 @@
 Slow: each module-scoped backend loads SmolLM2-135M-Instruct once. CI runs these.
 """
 
-import json
 import itertools
+import json
 
 import pytest
 from conftest import DEMO, read_jsonl
@@ -77,7 +77,7 @@ def test_vllm_backend_resists_an_injected_close_tag(vllm_backend, policy, templa
 
 @pytest.fixture(scope="module")
 def transformers_backend(model_dir):
-    backend = load_backend("transformers", BackendConfig(batch_size=8, max_tokens=160))
+    backend = load_backend("transformers", BackendConfig(batch_size=4, max_tokens=128))
     yield backend
     backend.close()
 
@@ -85,7 +85,7 @@ def transformers_backend(model_dir):
 def test_transformers_backend_writes_a_line_per_row(transformers_backend, policy, template, tmp_path):
     moderator = Moderator(transformers_backend, policy, template, max_attempts=1)
     out = tmp_path / "tf.jsonl"
-    stats = BatchRunner(moderator, RunOptions(chunk_size=8)).run(demo_rows(8), out)
-    check_output(out, 8)
-    assert stats.processed == 8 and stats.completion_tokens > 0
+    stats = BatchRunner(moderator, RunOptions(chunk_size=4)).run(demo_rows(4), out)
+    check_output(out, 4)
+    assert stats.processed == 4 and stats.completion_tokens > 0
     assert read_jsonl(out)[0]["provenance"]["backend"] == "transformers"
