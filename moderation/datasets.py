@@ -110,7 +110,7 @@ def data_dir(arg: str | os.PathLike | None = None) -> Path:
     if not chosen.is_dir():
         raise ConfigError(
             f"public data sets not found: {origin} ({chosen}) is not a directory; "
-            f"download them as {DOCS} describes and pass --data-dir or set ${ENV_VAR}"
+            f"download them as {DOCS} describes, then pass their directory or set ${ENV_VAR}"
         )
     return chosen
 
@@ -131,8 +131,8 @@ def _is_utf8(path: Path) -> bool:
 def _open_text(path: Path) -> TextIO:
     """Open a text file (gzip too), UTF-8 if the whole file decodes as UTF-8, else Latin-1.
 
-    The copies we know are all UTF-8, but older mirrors of the UCI and Ott sets are Latin-1;
-    one check per file (a cheap pre-pass) beats a decode error half-way through a stream.
+    The shared copies are all UTF-8, but a copy from another mirror may not be; one check per
+    file (a cheap pre-pass) beats a decode error half-way through a stream.
     """
     if not path.is_file():
         raise ConfigError(f"public data file not found: {path}; see {DOCS} for the download step")

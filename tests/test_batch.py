@@ -147,9 +147,10 @@ def test_kill_9_at_any_moment_loses_and_duplicates_nothing(tmp_path):
     assert sorted(r["line"] for r in records) == list(range(1, 401))
     ids = [r["id"] for r in records if r["id"] is not None]
     assert len(ids) == len(set(ids)) == 399
+    items = {row.id: row for _, row in read_items(src)}
     for record in records:
         if "verdict" in record:
-            parse_verdict(json.dumps(record["verdict"]), "Item replica")
+            parse_verdict(json.dumps(record["verdict"]), items[record["id"]].text())
 
 
 def test_cached_verdicts_are_reused_only_from_the_same_model_and_prompt(tmp_path, make_moderator):

@@ -1,7 +1,7 @@
 """A scripted backend for tests and dry runs: no model, deterministic verdicts.
 
-By default it flags items by keyword, quoting the matched word as evidence, so its verdicts
-are schema-valid and grounded. Tests pass `respond` to script any output, valid or not.
+By default it answers with the keyword rules of `moderation.rules`, quoting the matched text
+as evidence, so its verdicts are schema-valid and grounded. Tests pass `respond` to script any output, valid or not.
 """
 
 from __future__ import annotations
@@ -11,33 +11,20 @@ import re
 from collections.abc import Callable
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest
+from moderation.rules import RULES, rule_matches
 
-# keyword pattern -> (policy, severity, decision)
-KEYWORDS: dict[str, tuple[str, str, str]] = {
-    r"replica|counterfeit|r3plica|1:1|aaa quality": ("counterfeit_ip", "high", "remove"),
-    r"whats\s?app|telegram|wechat|bank transfer": ("off_platform_transaction", "medium", "remove"),
-    r"ivory|cocaine|c0caine|pistol|ammunition|fake id": ("prohibited_item", "critical", "remove"),
-    r"vape|no prescription|fireworks": ("restricted_item", "medium", "restrict"),
-    r"giveaway|you won|deposit first|verify your card": ("fraud_scam", "high", "remove"),
-    r"cures?|miracle|lose \d+ ?kg": ("misleading_claim", "medium", "review"),
-    r"escort|explicit": ("adult_sexual", "high", "remove"),
-    r"\[slur\]": ("hate_harassment", "high", "remove"),
-    r"gore|behead": ("violence_graphic", "high", "remove"),
-    r"kill myself|self-harm tips": ("self_harm", "critical", "review"),
-    r"click here|buy now buy now|free followers": ("spam", "low", "remove"),
-}
 _ITEM = re.compile(r"<item>\n(.*)\n</item>", re.S)
 
 
 def keyword_verdict(item_text: str) -> dict:
-    violations, decision = [], "allow"
+    """A grounded verdict from the rule baseline: each firing policy, quoting its match."""
     order = ["allow", "review", "restrict", "remove"]
-    for pattern, (policy, severity, action) in KEYWORDS.items():
-        match = re.search(pattern, item_text, re.I)
-        if match and len(violations) < 3:
-            violations.append({"policy": policy, "severity": severity, "evidence": match.group(0)})
-            decision = max(decision, action, key=order.index)
-    rationale = "No policy keyword found." if not violations else f"Matched {len(violations)} policy keyword(s)."
+    violations, decision = [], "allow"
+    for policy, evidence in list(rule_matches(item_text).items())[:3]:
+        severity, action, _ = RULES[policy]
+        violations.append({"policy": policy, "severity": severity, "evidence": evidence})
+        decision = max(decision, action, key=order.index)
+    rationale = "No policy rule fired." if not violations else f"{len(violations)} policy rule(s) fired."
     return {"decision": decision, "violations": violations, "rationale": rationale}
 
 
