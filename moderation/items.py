@@ -183,7 +183,7 @@ def build_item(
         except ValueError as exc:
             return RowError(line, item_id, f"field {name!r}: {exc}")
     text_chars = sum(len(s) for s in _strings(fields))
-    if text_chars == 0:
+    if not any(_strings({k: v for k, v in fields.items() if KIND_FIELDS[kind].get(k, "number") != "number"})):
         return RowError(line, item_id, f"row has no text in any {kind} field")
     if text_chars > limits.max_text_chars:
         return RowError(line, item_id, f"text is {text_chars} characters, over the {limits.max_text_chars} limit")
