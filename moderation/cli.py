@@ -21,23 +21,14 @@ EXIT_BACKEND = 4  # the model backend failed as a whole
 EXIT_INTERRUPTED = 130
 
 
-def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="moderate a dump (JSONL, CSV or Parquet) into a JSONL file of verdicts")
-    p.add_argument("input", help="the dump: .jsonl, .csv or .parquet (optionally .gz for text formats)")
-    p.add_argument("-o", "--output", required=True, help="output JSONL; an existing file is resumed")
+def _add_backend_args(p) -> None:
     p.add_argument("--backend", default="vllm", help="vllm (default), transformers, openai or fake")
     p.add_argument("--model", default="default", help="a Hugging Face model directory, or 'default' (SmolLM2-135M-Instruct)")
-    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="input format, when the file name does not tell")
-    p.add_argument("--kind", default="listing", help="kind of rows without a 'kind' column (listing, merchant, creator_video, live_chat)")
-    p.add_argument("--columns", help="column mapping: 'field=column,...' or a .json/.yaml file of {field: column}")
     p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
     p.add_argument("--prompt", help="prompt template (default prompts/moderate.v1.txt)")
     p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
     p.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
     p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
-    p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
-    p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
-    p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
     p.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
@@ -49,12 +40,46 @@ def _add_run(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="moderate a dump (JSONL, CSV or Parquet) into a JSONL file of verdicts")
+    p.add_argument("input", help="the dump: .jsonl, .csv or .parquet (optionally .gz for text formats)")
+    p.add_argument("-o", "--output", required=True, help="output JSONL; an existing file is resumed")
+    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="input format, when the file name does not tell")
+    p.add_argument("--kind", default="listing", help="kind of rows without a 'kind' column (listing, merchant, creator_video, live_chat)")
+    p.add_argument("--columns", help="column mapping: 'field=column,...' or a .json/.yaml file of {field: column}")
+    p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
+    p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
+    p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
+    _add_backend_args(p)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="score the LLM and the baselines on labelled sets (or: eval compare A B)")
+    p.add_argument("--sets", help="comma-separated set names (default: marketplace and every public set)")
+    p.add_argument("--systems", default="rules,tfidf,llm", help="comma-separated: rules, tfidf, llm (default all three)")
+    p.add_argument("--sample", type=int, help="score at most N test items per set (a fixed sample), for quick runs")
+    p.add_argument("--out-dir", default="runs/eval", help="where metrics.json, report.md, report.html, plots and LLM run files go")
+    p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
+    _add_backend_args(p)
+    compare_sub = p.add_subparsers(dest="eval_command")
+    c = compare_sub.add_parser("compare", help="paired comparison of two run files on the same labelled items")
+    c.add_argument("run_a", help="run file A (JSONL from `moderation run` or `moderation eval`)")
+    c.add_argument("run_b", help="run file B")
+    c.add_argument("--set", required=True, help="the labelled set the runs covered")
+    c.add_argument("--split", default="test", help="its split (default test)")
+    c.add_argument("--data-dir", help="public data sets directory")
+    c.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
+    c.add_argument("--json", help="also write the comparison, with the flipped items, to this JSON file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moderation", description="LLM moderation of marketplace items.")
     parser.add_argument("--version", action="version", version=f"moderation {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (and vLLM's own logs)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_eval(sub)
     p = sub.add_parser("summary", help="print the summary of an output file")
     p.add_argument("output", help="a JSONL file written by `moderation run`")
     model = sub.add_parser("model", help="manage the embedded default model")
@@ -85,20 +110,45 @@ def _count_rows(path: Path, fmt: str) -> int | None:
 def cmd_run(args) -> int:
     from tqdm import tqdm
 
-    from moderation.backends import BackendConfig, load_backend
     from moderation.batch import BatchRunner, ErrorBudgetExceeded, RunOptions, summarize
     from moderation.items import ReadLimits, detect_format, parse_column_map, read_items
-    from moderation.pipeline import Moderator
-    from moderation.policy import load_policy
-    from moderation.prompts import load_template
 
     path = Path(args.input)
     fmt = args.format or detect_format(path)
     limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
     rows = read_items(path, fmt=fmt, columns=parse_column_map(args.columns), default_kind=args.kind, limits=limits)
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
-    policy, template = load_policy(args.policy), load_template(args.prompt)
     options = RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget)
+    moderator = _build_moderator(args)
+    runner = BatchRunner(moderator, options)
+    code = EXIT_OK
+    bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
+    try:
+        runner.run(rows, args.output, progress=bar)
+    except ErrorBudgetExceeded as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        code = EXIT_BUDGET
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    finally:
+        bar.close()
+        moderator.backend.close()
+    summary = {**summarize(args.output), "this_run": _run_figures(runner.stats)}
+    summary_path = Path(str(args.output) + ".summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    _print_summary(summary, args.output, summary_path)
+    return code
+
+
+def _build_moderator(args):
+    """The backend named on the command line, wrapped in a Moderator with policy and prompt."""
+    from moderation.backends import BackendConfig, load_backend
+    from moderation.pipeline import Moderator
+    from moderation.policy import load_policy
+    from moderation.prompts import load_template
+
+    policy, template = load_policy(args.policy), load_template(args.prompt)
     config = BackendConfig(
         model=args.model,
         max_tokens=args.max_tokens,
@@ -113,26 +163,7 @@ def cmd_run(args) -> int:
     )
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
-    moderator = Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence)
-    runner = BatchRunner(moderator, options)
-    code = EXIT_OK
-    bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
-    try:
-        runner.run(rows, args.output, progress=bar)
-    except ErrorBudgetExceeded as exc:
-        print(f"stopped: {exc}", file=sys.stderr)
-        code = EXIT_BUDGET
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    finally:
-        bar.close()
-        backend.close()
-    summary = {**summarize(args.output), "this_run": _run_figures(runner.stats)}
-    summary_path = Path(str(args.output) + ".summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    _print_summary(summary, args.output, summary_path)
-    return code
+    return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence)
 
 
 def _peek(rows):
@@ -191,7 +222,15 @@ def cmd_model(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "summary": cmd_summary, "model": cmd_model}
+def cmd_eval(args) -> int:
+    from moderation.eval_cli import compare_runs, evaluate_sets
+
+    if args.eval_command == "compare":
+        return compare_runs(args)
+    return evaluate_sets(args, _build_moderator)
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,70 @@
+"""Non-LLM systems in the same table as the LLM: keyword rules, and TF-IDF + logistic regression.
+
+Each system scores items with an (items x policies) matrix in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from moderation.datasets import LabelledItem
+from moderation.items import Item
+from moderation.metrics import label_matrix
+from moderation.rules import rule_matches
+from moderation.schema import POLICY_IDS
+
+logger = logging.getLogger(__name__)
+
+
+class RuleBaseline:
+    """1.0 for each policy whose keyword rules fire, else 0.0."""
+
+    name = "rules"
+    tunable = False
+
+    def fit(self, train: list[LabelledItem]) -> RuleBaseline:
+        return self
+
+    def score(self, items: list[Item]) -> np.ndarray:
+        return label_matrix([set(rule_matches(item.text())) for item in items]).astype(float)
+
+
+class TfidfBaseline:
+    """Character n-gram TF-IDF (works across scripts and obfuscations) and one balanced
+    logistic regression per policy, trained on the train splits."""
+
+    name = "tfidf"
+    tunable = True
+
+    def __init__(self, max_features: int = 200_000, seed: int = 0):
+        self.max_features = max_features
+        self.seed = seed
+        self.models: dict[int, object] = {}
+
+    def fit(self, train: list[LabelledItem]) -> TfidfBaseline:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True,
+                                          max_features=self.max_features)
+        x = self.vectorizer.fit_transform([li.item.text() for li in train])
+        y = label_matrix([li.gold_violations for li in train])
+        for i, policy in enumerate(POLICY_IDS):
+            if y[:, i].any() and not y[:, i].all():
+                model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=self.seed)
+                self.models[i] = model.fit(x, y[:, i])
+            else:
+                logger.warning("tfidf: no positives for %s in the training data; it scores 0", policy)
+        return self
+
+    def score(self, items: list[Item]) -> np.ndarray:
+        x = self.vectorizer.transform([item.text() for item in items])
+        scores = np.zeros((len(items), len(POLICY_IDS)))
+        for i, model in self.models.items():
+            scores[:, i] = model.predict_proba(x)[:, 1]
+        return scores
+
+
+BASELINES = {"rules": RuleBaseline, "tfidf": TfidfBaseline}
