@@ -17,7 +17,9 @@ def subcommands():
     names = []
     for name, p in sub.choices.items():
         nested = [a for a in p._actions if getattr(a, "choices", None) and a.dest.endswith("command")]
-        names += [f"{name} {n}" for n in nested[0].choices] if nested else [name]
+        if not nested or not nested[0].required:  # `eval` runs on its own as well as `eval compare`
+            names.append(name)
+        names += [f"{name} {n}" for n in nested[0].choices] if nested else []
     return names
 
 
