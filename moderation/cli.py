@@ -1,4 +1,4 @@
-"""The `moderation` command. The only module that prints or sets up logging."""
+"""The `moderation` command (its eval part is in eval_cli.py). Only the CLI modules print or set up logging."""
 
 from __future__ import annotations
 

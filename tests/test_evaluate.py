@@ -91,3 +91,19 @@ def test_eval_compare_reports_flips_and_mcnemar(tmp_path, capsys):
     only_spam = sum(x.gold_violations == {"spam"} for x in test)
     assert len(result["flipped"]) == clean + only_spam
     assert "McNemar" in capsys.readouterr().out
+
+
+def test_benchmark_script_writes_a_results_table(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("benchmark_accuracy", ROOT / "scripts" / "benchmark_accuracy.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results = tmp_path / "results.md"
+    code = script.run(["--sample", "25", "--out-dir", str(tmp_path / "b"), "--results", str(results), "--",
+                       "--sets", "marketplace", "--systems", "rules", "--bootstrap", "20", "--no-progress"])
+    text = results.read_text()
+    assert code == 0 and "# Accuracy results" in text and "scripts/benchmark_accuracy.py --sample 25" in text
+    assert "### marketplace (n = 25)" in text and "| rules |" in text
