@@ -33,7 +33,7 @@ def _add_backend_args(p) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                    help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
-    p.add_argument("--max-model-len", type=int, default=4096, help="vLLM: prompt plus output tokens, at most")
+    p.add_argument("--max-model-len", type=int, default=8192, help="vLLM: prompt plus output tokens, at most (default 8192)")
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")

@@ -98,6 +98,9 @@ class Moderator:
                 outcome.latency_ms += elapsed_ms
                 outcome.prompt_tokens += generation.prompt_tokens
                 outcome.completion_tokens += generation.completion_tokens
+                if generation.error is not None:  # the same request would fail again: no retry
+                    outcome.error, outcome.raw = generation.error, None
+                    continue
                 try:
                     outcome.verdict = parse_verdict(generation.text, items[i].text())
                     outcome.error = outcome.raw = None

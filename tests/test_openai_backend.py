@@ -37,6 +37,8 @@ class ChatServer(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).bodies.append(body)
+        if "REJECT-ME" in body["messages"][-1]["content"]:
+            return self._send(400, {"error": "prompt too long"})
         if type(self).fail_first > 0:
             type(self).fail_first -= 1
             return self._send(429, {"error": "busy"})
@@ -68,6 +70,15 @@ def test_openai_backend_moderates_through_the_chat_api(server, tmp_path, policy,
     body = ChatServer.bodies[-1]
     assert body["model"] == "served-model" and body["temperature"] == 0.0
     assert body["response_format"]["type"] == "json_schema" and "anyOf" in body["response_format"]["json_schema"]["schema"]
+
+
+def test_a_rejected_request_becomes_that_items_error_record(server, tmp_path, policy, template):
+    backend = load_backend("openai", BackendConfig(base_url=server))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "title": "REJECT-ME"}, {"id": "b", "title": "Oak chair"}])
+    BatchRunner(Moderator(backend, policy, template)).run(read_items(src), tmp_path / "out.jsonl")
+    a, b = read_jsonl(tmp_path / "out.jsonl")
+    assert "HTTP 400" in a["error"]["reason"] and a["error"]["attempts"] == 1
+    assert b["verdict"]["decision"] == "allow"
 
 
 def test_unreachable_server_is_a_backend_error():

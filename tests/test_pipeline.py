@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from moderation.backends.base import Generation
 from moderation.errors import ConfigError
 from moderation.items import Item
 from moderation.schema import verdict_schema
@@ -55,3 +56,15 @@ def test_provenance_names_model_prompt_and_policy(make_moderator, template, poli
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
     assert set(p) == {"model", "model_sha", "adapter", "backend", "prompt_sha", "policy_version"}
+
+
+def test_a_request_level_error_is_final_and_not_retried(make_moderator):
+    def respond(request):
+        if "huge" in request.messages[-1]["content"]:
+            return Generation("", prompt_tokens=9000, error="prompt is 9000 tokens, over the model context")
+        return GOOD
+
+    moderator = make_moderator(respond=respond, max_attempts=3)
+    huge, ok = moderator.moderate([Item("a", "listing", {"title": "huge"}), Item("b", "listing", {"title": "Lamp"})])
+    assert huge.verdict is None and "over the model context" in huge.error and huge.attempts == 1
+    assert ok.verdict is not None and len(moderator.backend.calls) == 1

@@ -18,7 +18,7 @@ class BackendConfig:
     seed: int = field(default=0, metadata={"help": "Sampling seed (retries sample; first attempts are greedy)."})
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
     enforce_eager: bool | None = field(default=None, metadata={"help": "vLLM: skip compilation and graph capture; None means yes on CPU, no on GPU."})
-    max_model_len: int = field(default=4096, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
+    max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
@@ -54,9 +54,14 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Generation:
+    """One output. `error` is set when this request alone could not run (a prompt longer than
+    the model's context, a request the server rejected): the item gets an error record and
+    the rest of the batch goes on."""
+
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None
 
 
 class Backend(Protocol):

@@ -42,7 +42,7 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self, config: BackendConfig, respond: Callable[[GenerationRequest], str] | None = None):
+    def __init__(self, config: BackendConfig, respond: Callable[[GenerationRequest], str | Generation] | None = None):
         self.config = config
         self.model_id = "fake-keywords" if respond is None else "fake-scripted"
         self.model_sha = None
@@ -51,7 +51,8 @@ class FakeBackend:
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         self.calls.append(list(requests))
-        return [Generation(text=self.respond(r)) for r in requests]
+        replies = [self.respond(r) for r in requests]
+        return [reply if isinstance(reply, Generation) else Generation(text=reply) for reply in replies]
 
     def close(self) -> None:
         pass

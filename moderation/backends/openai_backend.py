@@ -20,7 +20,12 @@ from moderation.errors import BackendError
 
 logger = logging.getLogger(__name__)
 RETRY_STATUS = {429, 500, 502, 503, 504}
+REJECT_STATUS = {400, 413, 422}  # this request is bad (too long, invalid): an error record, not a failed run
 MAX_TRIES = 4
+
+
+class RequestRejected(Exception):
+    """The server refused one request as invalid."""
 
 
 def request_body(request: GenerationRequest, config: BackendConfig, model: str) -> dict[str, Any]:
@@ -63,6 +68,8 @@ class OpenAIBackend:
                     return json.loads(resp.read())
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode(errors="replace")
+                if exc.code in REJECT_STATUS:
+                    raise RequestRejected(f"the server rejected the request (HTTP {exc.code}): {detail}") from None
                 if exc.code not in RETRY_STATUS or attempt == MAX_TRIES:
                     raise BackendError(f"{method} {path} answered HTTP {exc.code}: {detail}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
@@ -78,7 +85,10 @@ class OpenAIBackend:
         return models[0]["id"]
 
     def _one(self, request: GenerationRequest) -> Generation:
-        reply = self._call("POST", "/chat/completions", request_body(request, self.config, self.model_id))
+        try:
+            reply = self._call("POST", "/chat/completions", request_body(request, self.config, self.model_id))
+        except RequestRejected as exc:
+            return Generation("", error=str(exc))
         try:
             text = reply["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):

@@ -15,6 +15,7 @@ from moderation.errors import BackendError
 from moderation.model import model_sha, resolve_model
 
 logger = logging.getLogger(__name__)
+MIN_OUTPUT_TOKENS = 64  # room for the smallest verdict (decision, no violations, short rationale)
 
 
 def sampling_kwargs(request: GenerationRequest, config: BackendConfig) -> dict[str, Any]:
@@ -66,22 +67,36 @@ class VLLMBackend:
         structured = StructuredOutputsParams(json=request.schema)
         return SamplingParams(structured_outputs=structured, **sampling_kwargs(request, self.config))
 
+    def _too_long(self, request: GenerationRequest) -> Generation | None:
+        """A Generation with an error when the prompt leaves no room for a verdict, else None.
+
+        vLLM rejects a whole batch for one over-long prompt, so it is caught here, per item.
+        """
+        tokenizer = self.llm.get_tokenizer()
+        text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n + MIN_OUTPUT_TOKENS <= self.config.max_model_len:
+            return None
+        return Generation("", prompt_tokens=n, error=f"prompt is {n} tokens, over the model context of "
+                                                      f"{self.config.max_model_len} less {MIN_OUTPUT_TOKENS} for the verdict")
+
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        if not requests:
-            return []
-        params = [self._params(r) for r in requests]
+        results: list[Generation | None] = [self._too_long(r) for r in requests]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if not todo:
+            return results
+        params = [self._params(requests[i]) for i in todo]
         try:
-            outputs = self.llm.chat([r.messages for r in requests], params, use_tqdm=False)
+            outputs = self.llm.chat([requests[i].messages for i in todo], params, use_tqdm=False)
         except Exception as exc:
             raise BackendError(f"vLLM generation failed: {exc}") from exc
-        return [
-            Generation(
+        for i, out in zip(todo, outputs):
+            results[i] = Generation(
                 text=out.outputs[0].text,
                 prompt_tokens=len(out.prompt_token_ids or ()),
                 completion_tokens=len(out.outputs[0].token_ids),
             )
-            for out in outputs
-        ]
+        return results
 
     def close(self) -> None:
         engine = getattr(self, "llm", None)
