@@ -52,10 +52,12 @@ def run(argv: list[str] | None = None) -> int:
         f"adapter `{llm.get('adapter')}`, prompt sha256 `{(llm.get('prompt_sha') or '')[:12]}`, policy {llm.get('policy_version')}.",
         "rules = keyword/regex baseline; tfidf = TF-IDF + logistic regression trained on the train splits.",
         f"Each set is scored on a fixed sample of at most {args.sample} test items (the lowest id hashes).",
+        f"LLM run files in `{args.out_dir}/runs/` are resumed, not redone: the minutes above and the LLM's",
+        "items/s cover only what this invocation moderated (items/s shows – for a set it found done).",
         "",
     ]
     body = (out / "report.md").read_text()
-    Path(args.results).write_text("\n".join(header) + body)
+    Path(args.results).write_text("\n".join(header) + "\n" + body)
     print(f"wrote {args.results}", file=sys.stderr)
     return 0
 
