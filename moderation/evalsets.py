@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from moderation.datasets import PUBLIC_SETS, SPLITS, LabelledItem, load_public
 from moderation.errors import ConfigError
-from moderation.items import Item, ReadLimits, build_item
+from moderation.items import Item, ReadLimits, RowError, build_item
 from moderation.policy import PROJECT_ROOT
 
 MARKETPLACE = "marketplace"
@@ -32,12 +32,18 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(json.loads(MARKETPLACE_SCHEMA.read_text()))
 
 
-def validate_record(record: dict, where: str) -> list[str]:
+def _item_of(record: dict, line: int = 0) -> Item | RowError:
+    """The record's item fields, read exactly as a dump row would be."""
+    fields = {k: v for k, v in record.items() if k not in LABEL_KEYS}
+    return build_item(fields, line, columns={}, default_kind="listing", limits=ReadLimits())
+
+
+def validate_record(record: dict, where: str, item: Item | RowError | None = None) -> list[str]:
     """Problems with one labelled record: schema errors, item errors, gold inconsistencies."""
     problems = [f"{where}: {e.message[:160]}" for e in _validator().iter_errors(record)]
     if problems:
         return problems
-    item = build_item({k: v for k, v in record.items() if k not in LABEL_KEYS}, 0, columns={}, default_kind="listing", limits=ReadLimits())
+    item = item if item is not None else _item_of(record)
     if not isinstance(item, Item):
         problems.append(f"{where}: {item.reason}")
     gold, tags = record["gold"], set(record["tags"])
@@ -63,13 +69,13 @@ def load_marketplace(split: str | None = None, directory: Path = MARKETPLACE_DIR
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             record = json.loads(line)
             where = f"{path.name}:{n}"
-            problems += validate_record(record, where)
+            item = _item_of(record, n)
+            problems += validate_record(record, where, item)
             if record.get("id") in seen:
                 problems.append(f"{where}: id {record['id']} repeats")
             seen.add(record.get("id"))
             if problems or (split and record["split"] != split):
                 continue
-            item = build_item({k: v for k, v in record.items() if k not in LABEL_KEYS}, n, columns={}, default_kind="listing", limits=ReadLimits())
             gold = record["gold"]
             items.append(LabelledItem(item, frozenset(gold["violations"]), record["split"], MARKETPLACE, MARKETPLACE_LICENCE,
                                       gold["decision"], tuple(record["tags"]), gold["rationale"]))
