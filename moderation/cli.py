@@ -159,7 +159,6 @@ def _build_moderator(args):
         max_model_len=args.max_model_len,
         base_url=args.base_url,
         concurrency=args.concurrency,
-        grounded_evidence=not args.free_evidence,
     )
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)

@@ -21,7 +21,7 @@ from moderation.evaluate import (
     sample,
     write_metrics,
 )
-from moderation.metrics import mcnemar, prf
+from moderation.metrics import macro_f1, mcnemar
 from moderation.report import html_page, markdown, plot_all
 
 SYSTEMS = ("rules", "tfidf", "llm")
@@ -129,20 +129,15 @@ def _flagged(record: dict) -> list[str] | str:
     return "error" if verdict is None else sorted(v["policy"] for v in verdict["violations"])
 
 
-def _macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
-    f1 = prf(gold, pred)[2][gold.any(0)]
-    return float(np.nanmean(f1)) if len(f1) else float("nan")
-
-
 def _paired_macro_f1(gold, a, b, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(gold), len(gold))
-        diffs.append(_macro_f1(gold[idx], b[idx]) - _macro_f1(gold[idx], a[idx]))
+        diffs.append(macro_f1(gold[idx], b[idx]) - macro_f1(gold[idx], a[idx]))
     diffs = np.array(diffs)
     diffs = diffs[~np.isnan(diffs)]
-    return _macro_f1(gold, b) - _macro_f1(gold, a), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+    return macro_f1(gold, b) - macro_f1(gold, a), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
 __all__ = ["compare_runs", "evaluate_sets"]

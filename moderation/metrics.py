@@ -61,6 +61,11 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
+def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Mean F1 over the policies the gold labels contain at all."""
+    return _nanmean(np.where(gold.any(0), prf(gold, pred)[2], np.nan))
+
+
 def point_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[str, float]:
     """Every scalar metric for one sample of items."""
     gold, pred = labels.gold, labels.pred
@@ -69,7 +74,7 @@ def point_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[
     tp, gp, pp = (gold & pred).sum(), gold.sum(), pred.sum()
     out = {
         "micro_f1": float(2 * tp / (gp + pp)) if gp + pp else math.nan,
-        "macro_f1": _nanmean(np.where(present, f1, np.nan)),
+        "macro_f1": macro_f1(gold, pred),
         "schema_valid_rate": float(labels.valid.mean()) if len(labels) else math.nan,
     }
     has_decision = np.array([d is not None for d in labels.gold_decision])

@@ -81,7 +81,7 @@ def plot_all(results: list[SystemResult], out_dir: Path) -> list[Path]:
         if per_policy_table(rs):
             paths.append(_plot_f1_bars(set_name, rs, out_dir / f"f1_{set_name}.png"))
         for r in rs:
-            if any(d is not None for d in r.labels.gold_decision) and set_name == "marketplace":
+            if any(d is not None for d in r.labels.gold_decision):  # only sets that label decisions
                 paths.append(_plot_confusion(r, out_dir / f"confusion_{set_name}_{r.system}.png"))
     return paths
 

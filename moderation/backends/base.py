@@ -24,7 +24,6 @@ class BackendConfig:
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
     timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
     concurrency: int = field(default=8, metadata={"help": "openai: requests in flight at once."})
-    grounded_evidence: bool = field(default=True, metadata={"help": "Constrain evidence to quotes from the item (backends with constrained decoding)."})
 
     def __post_init__(self):
         for name in ("max_tokens", "batch_size", "max_model_len", "concurrency"):
