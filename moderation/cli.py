@@ -11,6 +11,7 @@ from pathlib import Path
 
 from moderation import __version__
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
+from moderation.review import cli as review_cli
 
 logger = logging.getLogger("moderation")
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory (once)")
     p.add_argument("--force", action="store_true", help="convert again even if prepared")
+    review_cli.add_parser(sub)
     return parser
 
 
@@ -230,6 +232,7 @@ def cmd_eval(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model}
+COMMANDS["review"] = review_cli.cmd_review
 
 
 def main(argv: list[str] | None = None) -> int:

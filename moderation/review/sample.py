@@ -1,0 +1,237 @@
+"""Sample a run's verdicts for reviewer spot-checks: random, stratified, uncertainty, disagreement.
+
+Every strategy draws from a `random.Random(seed)` over records sorted by (id, line), so the
+same run file, options and seed give the same queue whatever the order of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moderation.errors import ConfigError, InputError
+from moderation.items import Item, read_items
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("random", "stratified", "uncertainty", "disagreement")
+# Without scores, uncertainty falls back to the model's own hedging: `review` is the decision
+# it takes when unsure, then `restrict` and low/medium-severity removals, then the rest.
+PROXY_TIERS = {"review": 0, "restrict": 1, "remove-soft": 1, "allow": 2, "remove": 3}
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """What to sample from a run file."""
+
+    strategy: str = field(default="random", metadata={"help": f"One of {STRATEGIES}."})
+    n: int | None = field(default=None, metadata={"help": "Items to sample (or give audit_rate)."})
+    audit_rate: float | None = field(default=None, metadata={"help": "Share of eligible records to sample, in (0, 1]."})
+    seed: int = field(default=0, metadata={"help": "Random seed: same seed, same sample."})
+    overlap: float = field(default=0.0, metadata={"help": "Share of sampled items that two reviewers both review."})
+    thresholds: dict[str, float] = field(default_factory=dict, metadata={"help": "Per-policy score thresholds (default 0.5)."})
+    include_errors: bool = field(default=False, metadata={"help": "Also sample records where the model failed."})
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"SampleConfig.strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if (self.n is None) == (self.audit_rate is None):
+            raise ConfigError("give exactly one of SampleConfig.n (-n) and SampleConfig.audit_rate (--audit-rate)")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"SampleConfig.n must be at least 1, got {self.n}")
+        if self.audit_rate is not None and not 0 < self.audit_rate <= 1:
+            raise ConfigError(f"SampleConfig.audit_rate must be in (0, 1], got {self.audit_rate}")
+        if not 0 <= self.overlap <= 1:
+            raise ConfigError(f"SampleConfig.overlap must be in [0, 1], got {self.overlap}")
+
+    def size(self, eligible: int) -> int:
+        return self.n if self.n is not None else math.ceil(self.audit_rate * eligible)
+
+
+def load_run(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run file (`moderation run` output), sorted by (id, line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"run file not found: {path}")
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+            if not isinstance(record, dict) or "line" not in record or ("verdict" not in record and "error" not in record):
+                raise InputError(f"{path}:{number}: not a `moderation run` record")
+            records.append(record)
+    if not records:
+        raise InputError(f"run file is empty: {path}")
+    return sorted(records, key=lambda r: (str(r.get("id")), r["line"]))
+
+
+def load_thresholds(path: str | Path | None) -> dict[str, float]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read thresholds file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+        raise ConfigError(f"thresholds file {path} must hold a JSON object of policy: number")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def item_record(item: Item) -> dict[str, Any]:
+    """How an item is stored with its case check: id, kind and all fields."""
+    return {"id": item.id, **item.content()}
+
+
+def join_items(records: list[dict[str, Any]], dump: str | Path, **read_options) -> dict[int, dict[str, Any]]:
+    """Item records of the moderated dump by line number, for the run records' lines."""
+    wanted = {r["line"]: r.get("id") for r in records}
+    found: dict[int, dict[str, Any]] = {}
+    for line, row in read_items(dump, **read_options):
+        if line in wanted and isinstance(row, Item):
+            if wanted[line] is not None and row.id != wanted[line]:
+                raise InputError(f"{dump}: line {line} holds item {row.id!r}, the run says {wanted[line]!r}: "
+                                 "is --input the dump this run moderated?")
+            found[line] = item_record(row)
+    return found
+
+
+# -- strategies: (records, k, rng, config, other run) -> [(record, why)] ----------------------
+def _random(records, k, rng, config, other):
+    return [(r, {}) for r in rng.sample(records, min(k, len(records)))]
+
+
+def _stratum(record: dict[str, Any]) -> str:
+    verdict = record.get("verdict")
+    if verdict is None:
+        return "error"
+    policy = verdict["violations"][0]["policy"] if verdict["violations"] else "none"
+    return f"{verdict['decision']}/{policy}"
+
+
+def _stratified(records, k, rng, config, other):
+    """Equal allocation over decision x first-policy cells; small cells give all they have."""
+    strata: dict[str, list] = defaultdict(list)
+    for record in records:
+        strata[_stratum(record)].append(record)
+    for members in strata.values():
+        rng.shuffle(members)
+    order = sorted(strata)
+    rng.shuffle(order)
+    picked: list = []
+    while len(picked) < k and any(strata.values()):
+        for name in order:
+            if strata[name] and len(picked) < k:
+                picked.append((strata[name].pop(), {"stratum": name}))
+    return picked
+
+
+def margin(record: dict[str, Any], thresholds: dict[str, float]) -> float | None:
+    """Distance of the record's closest score to its threshold (None without scores)."""
+    scores = record.get("scores")
+    if not isinstance(scores, dict):
+        return None
+    distances = [abs(float(s) - thresholds.get(p, 0.5)) for p, s in (scores.get("policies") or {}).items()]
+    if isinstance(scores.get("violation"), (int, float)):
+        distances.append(abs(float(scores["violation"]) - thresholds.get("violation", 0.5)))
+    return min(distances) if distances else None
+
+
+def _proxy_tier(record: dict[str, Any]) -> int:
+    verdict = record.get("verdict") or {}
+    decision = verdict.get("decision", "review")
+    if decision == "remove" and all(v["severity"] in ("low", "medium") for v in verdict.get("violations", [])):
+        decision = "remove-soft"
+    return PROXY_TIERS[decision]
+
+
+def _uncertainty(records, k, rng, config, other):
+    keyed = []
+    for record in records:
+        m = margin(record, config.thresholds)
+        why = {"margin": round(m, 4)} if m is not None else {"proxy_tier": _proxy_tier(record)}
+        # Scored records rank by margin; unscored ones after them, by tier; ties at random.
+        keyed.append(((0, m) if m is not None else (1, _proxy_tier(record)), rng.random(), record, why))
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [(record, why) for _, _, record, why in keyed[:k]]
+
+
+def _policies(record: dict[str, Any] | None) -> frozenset[str] | None:
+    verdict = (record or {}).get("verdict")
+    return None if verdict is None else frozenset(v["policy"] for v in verdict["violations"])
+
+
+def difference(a: dict[str, Any], b: dict[str, Any] | None) -> str | None:
+    """How two runs' records of one item differ: 'decision', 'policies', 'error' or None."""
+    va, vb = a.get("verdict"), (b or {}).get("verdict")
+    if va is None or vb is None:
+        return None if va is None and vb is None else "error"
+    if va["decision"] != vb["decision"]:
+        return "decision"
+    return "policies" if _policies(a) != _policies(b) else None
+
+
+def _disagreement(records, k, rng, config, other):
+    if other is None:
+        raise ConfigError("the disagreement strategy needs a second run file (--compare RUN_B.jsonl)")
+    rank = {"decision": 0, "policies": 1, "error": 2}
+    differing = []
+    for record in records:
+        twin = other.get((record.get("id"), record["line"]))
+        kind = difference(record, twin) if twin is not None else None
+        if kind:
+            differing.append((rank[kind], rng.random(), record, {"differs_in": kind, "other_verdict": twin.get("verdict")}))
+    differing.sort(key=lambda t: (t[0], t[1]))
+    return [(record, why) for _, _, record, why in differing[:k]]
+
+
+SAMPLERS: dict[str, Callable] = {
+    "random": _random, "stratified": _stratified, "uncertainty": _uncertainty, "disagreement": _disagreement,
+}
+
+
+def sample_run(records: list[dict[str, Any]], config: SampleConfig,
+               other: list[dict[str, Any]] | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pick records to review: [(run record, why it was picked)], in queue order."""
+    eligible = [r for r in records if config.include_errors or "verdict" in r]
+    rng = random.Random(config.seed)
+    other_by_key = None if other is None else {(r.get("id"), r["line"]): r for r in other}
+    picked = SAMPLERS[config.strategy](eligible, config.size(len(eligible)), rng, config, other_by_key)
+    logger.info("sampled %d of %d eligible records (%s)", len(picked), len(eligible), config.strategy)
+    return picked
+
+
+def queue_entries(picked, items: dict[int, dict[str, Any]], config: SampleConfig) -> list[dict[str, Any]]:
+    """Store entries for the picked records; an overlap share of them appears twice (two reviewers).
+
+    Raises:
+        InputError: a sampled record's line has no item in the dump.
+    """
+    rng = random.Random(config.seed + 1)
+    n_overlap = round(config.overlap * len(picked))
+    overlapped = set(rng.sample(range(len(picked)), n_overlap)) if n_overlap else set()
+    entries = []
+    for index, (record, why) in enumerate(picked):
+        item = items.get(record["line"])
+        if item is None:
+            raise InputError(f"run record {record.get('id')!r} (line {record['line']}) has no readable item in --input")
+        group = f"{record['line']}:{item['id']}" if index in overlapped else None
+        entry = {"item": item, "model_verdict": record.get("verdict"), "provenance": record.get("provenance") or {},
+                 "sample": {"strategy": config.strategy, **why, **({"scores": record["scores"]} if "scores" in record else {}),
+                            **({"error": record["error"]} if "error" in record else {})},
+                 "overlap_group": group}
+        entries.append(entry)
+        if group:
+            entries.append({**entry, "sample": {**entry["sample"], "overlap": True}})
+    return entries
