@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from moderation import __version__
+from moderation.curate_cli import add_curate_parser, cmd_curate
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
 from moderation.review import cli as review_cli
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     p = sub.add_parser("summary", help="print the summary of an output file")
     p.add_argument("output", help="a JSONL file written by `moderation run`")
+    add_curate_parser(sub)
     model = sub.add_parser("model", help="manage the embedded default model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory (once)")
@@ -231,7 +233,7 @@ def cmd_eval(args) -> int:
     return evaluate_sets(args, _build_moderator)
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model}
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate}
 COMMANDS["review"] = review_cli.cmd_review
 
 

@@ -1,0 +1,59 @@
+"""`moderation curate`: the CLI side of curation (it prints)."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+
+from moderation.curate import CurateConfig, class_balance, curate, write_datasets
+
+
+def add_curate_parser(sub) -> None:
+    p = sub.add_parser("curate", help="build SFT / preference / KTO data sets from case checks and train splits")
+    p.add_argument("-o", "--out-dir", required=True, help="output folder: sft/, preference/, kto/, README.md, leaks.json")
+    p.add_argument("--case-checks", action="append", default=[], help="a `moderation review export` JSONL file (repeatable)")
+    p.add_argument("--sets", help="comma-separated labelled sets whose train splits to sample (default: all); 'none' for none")
+    p.add_argument("--test-sets", help="sets whose test splits are checked for leakage (default: all)")
+    p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
+    p.add_argument("--prompt", default="prompts/moderate.short.v1.txt", help="prompt template the rows are rendered with")
+    p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
+    for name, f in CurateConfig.__dataclass_fields__.items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default, help=f.metadata["help"])
+
+
+def _set_list(text: str | None) -> list[str]:
+    from moderation.evalsets import set_names
+
+    if text == "none":
+        return []
+    names = [n.strip() for n in text.split(",")] if text else set_names()
+    unknown = sorted(set(names) - set(set_names()))
+    if unknown:
+        from moderation.errors import ConfigError
+
+        raise ConfigError(f"unknown sets {unknown}; choose from {set_names()}")
+    return names
+
+
+def cmd_curate(args) -> int:
+    from moderation.evalsets import load_set
+    from moderation.policy import load_policy
+    from moderation.prompts import load_template
+
+    config = CurateConfig(**{name: getattr(args, name) for name in CurateConfig.__dataclass_fields__})
+    policy, template = load_policy(args.policy), load_template(args.prompt)
+    print("loading labelled sets ...", file=sys.stderr)
+    train = {n: load_set(n, "train", args.data_dir) for n in _set_list(args.sets)}
+    test = {n: load_set(n, "test", args.data_dir) for n in _set_list(args.test_sets)}
+    curated = curate(train, test, args.case_checks, policy, template, config)
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["moderation", *sys.argv[1:]]) if "moderation" in sys.argv[0] else None,
+            "prompt": args.prompt, "prompt_sha": template.sha, "policy_version": policy.version}
+    write_datasets(curated, args.out_dir, config, meta)
+    balance = class_balance(curated.sft)
+    print(f"SFT rows {len(curated.sft)}, preference pairs {len(curated.preference)}, KTO rows {len(curated.kto)}")
+    print(f"case checks: {dict(curated.checks)}; dropped: {dict(curated.dropped)}")
+    print("decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(balance["decision"].items())))
+    print("policies: " + ", ".join(f"{k} {v}" for k, v in sorted(balance["policy"].items())))
+    print(f"wrote {args.out_dir}/sft, preference, kto, README.md (dataset card), leaks.json")
+    return 0
