@@ -1,0 +1,152 @@
+"""The review web app through HTTP (FastAPI's TestClient): accounts, CSRF, escaping, roles, decisions."""
+
+import re
+
+import pytest
+from review_services import entries
+
+from moderation.review import auth
+from moderation.review.app import CSP, highlight, create_app
+from moderation.review.store import Store
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "app.sqlite")
+    s.add_user("ann", "reviewer", auth.hash_password(PASSWORD))
+    s.add_user("bob", "reviewer", auth.hash_password(PASSWORD))
+    s.add_user("lee", "lead", auth.hash_password(PASSWORD))
+    s.create_queue("q", entries(6, script_item=True), {})
+    yield s
+    s.close()
+
+
+def csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def client(store, user=None):
+    from fastapi.testclient import TestClient
+
+    c = TestClient(create_app(store))
+    if user:
+        page = c.get("/login")
+        r = c.post("/login", data={"name": user, "password": PASSWORD, "csrf_token": csrf(page.text)}, follow_redirects=False)
+        assert r.status_code == 303
+    return c
+
+
+def claim(c) -> tuple[str, str, str]:
+    """Start reviewing queue q: (check id, version, csrf token) of the item handed out."""
+    token = csrf(c.get("/").text)
+    r = c.post("/queues/q/next", data={"csrf_token": token}, follow_redirects=False)
+    page = c.get(r.headers["location"])
+    return re.search(r'data-check-id="(\w+)"', page.text).group(1), re.search(r'name="version" value="(\d+)"', page.text).group(1), token
+
+
+def test_passwords_are_salted_scrypt_hashes():
+    one, two = auth.hash_password("pw-12345"), auth.hash_password("pw-12345")
+    assert one != two and one.startswith("scrypt$") and "pw-12345" not in one
+    assert auth.check_password("pw-12345", one) and not auth.check_password("pw-12346", one)
+
+
+def test_sessions_are_signed():
+    cookie = auth.sign_session({"user": "ann", "csrf": "t"}, "s1")
+    assert auth.read_session(cookie, "s1")["user"] == "ann"
+    assert auth.read_session(cookie, "s2") is None
+    payload, mac = cookie.split(".")
+    forged = auth.sign_session({"user": "lee", "csrf": "t"}, "other").split(".")[0] + "." + mac
+    assert auth.read_session(forged, "s1") is None
+    assert auth.read_session(cookie, "s1", max_age_s=-1) is None
+
+
+def test_login_logout_and_pages_need_an_account(store):
+    c = client(store)
+    assert c.get("/", follow_redirects=False).headers["location"] == "/login"
+    page = c.get("/login")
+    cookie = page.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert page.headers["content-security-policy"] == CSP
+    bad = c.post("/login", data={"name": "ann", "password": "nope", "csrf_token": csrf(page.text)})
+    assert bad.status_code == 401 and "Wrong name or password" in bad.text
+    ok = c.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": csrf(page.text)}, follow_redirects=False)
+    assert ok.status_code == 303
+    home = c.get("/")
+    assert "ann (reviewer)" in home.text
+    c.post("/logout", data={"csrf_token": csrf(home.text)})
+    assert c.get("/", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_every_post_needs_the_sessions_csrf_token(store):
+    c = client(store, "ann")
+    assert c.post("/queues/q/next", data={}).status_code == 403
+    assert c.post("/queues/q/next", data={"csrf_token": "guess"}).status_code == 403
+    other = client(store, "bob")  # a token from another session is no good either
+    assert c.post("/queues/q/next", data={"csrf_token": csrf(other.get("/").text)}).status_code == 403
+    assert client(store).post("/login", data={"name": "ann", "password": PASSWORD}).status_code == 403
+
+
+def test_item_text_is_escaped_and_evidence_highlighted(store):
+    c = client(store, "ann")
+    claim(c)
+    check_id, version, token = claim(c)  # the first is it-000; decide it to reach it-001 (the script item)
+    first = store.get(check_id)
+    c.post(f"/checks/{check_id}", data={"csrf_token": token, "version": version, "action": "accept"})
+    script = next(x for x in store.checks("q") if x.item["id"] == "it-001")
+    html = c.get(f"/checks/{script.check_id}").text
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html
+    assert "<script>window" not in html and "<img src=x" not in html
+    assert first.item["id"] == "it-000"
+    page = c.get(f"/checks/{first.check_id}").text
+    assert "<mark>AAA replica</mark>" in page
+    assert str(highlight("<b>AAA replica</b> & co", ["aaa REPLICA"])) == "&lt;b&gt;<mark>AAA replica</mark>&lt;/b&gt; &amp; co"
+
+
+def test_accept_and_correct_are_stored_and_the_next_item_follows(store):
+    c = client(store, "ann")
+    check_id, version, token = claim(c)
+    r = c.post(f"/checks/{check_id}", data={"csrf_token": token, "version": version, "action": "accept"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/checks/")
+    nxt = r.headers["location"].rsplit("/", 1)[1]
+    page = c.get(r.headers["location"]).text
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)
+    r = c.post(f"/checks/{nxt}", data={"csrf_token": token, "version": version, "action": "correct",
+                                        "decision": "restrict", "policy": ["restricted_item", "missing_required_info"],
+                                        "notes": "needs a licence"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert store.get(check_id).review_decision == "accept"
+    corrected = store.get(nxt)
+    assert corrected.review_decision == "correct" and corrected.notes == "needs a licence"
+    assert [v["policy"] for v in corrected.reviewer_verdict["violations"]] == ["restricted_item", "missing_required_info"]
+
+
+def test_invalid_correction_and_stale_version_are_reported(store):
+    c = client(store, "ann")
+    check_id, version, token = claim(c)
+    bad = c.post(f"/checks/{check_id}", data={"csrf_token": token, "version": version, "action": "correct", "decision": "remove"})
+    assert bad.status_code == 400 and "needs 1 to 3 policies" in bad.text
+    stale = c.post(f"/checks/{check_id}", data={"csrf_token": token, "version": str(int(version) - 1), "action": "accept"})
+    assert stale.status_code == 409 and "changed since it was opened" in stale.text
+    assert store.get(check_id).status == "assigned"
+
+
+def test_reviewers_see_only_their_work_and_leads_see_everything(store):
+    ann, bob, lee = client(store, "ann"), client(store, "bob"), client(store, "lee")
+    check_id, version, token = claim(ann)
+    assert bob.get(f"/checks/{check_id}").status_code == 403
+    assert bob.get("/dashboard").status_code == 403
+    assert check_id not in bob.get("/queues/q").text
+    assert check_id in lee.get("/queues/q").text
+    assert lee.get(f"/checks/{check_id}").status_code == 200
+    ann.post(f"/checks/{check_id}", data={"csrf_token": token, "version": version, "action": "escalate"})
+    dash = lee.get("/dashboard")
+    assert dash.status_code == 200 and dash.text.count("<svg") == 6 and "escalate 1" in dash.text
+
+
+def test_keyboard_script_and_styles_are_served(store):
+    c = client(store)
+    js = c.get("/static/review.js")
+    assert js.status_code == 200 and "keydown" in js.text
+    assert c.get("/static/review.css").status_code == 200
