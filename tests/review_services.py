@@ -1,7 +1,7 @@
 """Throwaway services for the review tests: a PostgreSQL cluster on loopback, headless Chromium.
 
-A missing service skips its tests on a developer machine, but fails them in CI (env CI set),
-where scripts/test-services installs both from Debian's packages.
+A missing service skips its tests on a developer machine, but fails them in CI (env CI set) and
+whenever scripts/test has run scripts/test-services, which installs both from Debian's packages.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def missing(what: str) -> None:
-    """Fail in CI, skip elsewhere."""
-    if os.environ.get("CI"):
+    """Fail in CI (or once scripts/test-services has installed the services), skip elsewhere."""
+    if os.environ.get("CI") or os.environ.get("MODERATION_REQUIRE_SERVICES"):
         pytest.fail(f"{what} is missing in CI: scripts/test-services installs it", pytrace=False)
     pytest.skip(f"{what} not installed (scripts/test-services installs it)")
 
