@@ -38,6 +38,7 @@ class RunOptions:
     error_budget: float = field(default=0.5, metadata={"help": "Stop when more than this share of processed rows are errors."})
     budget_min_rows: int = field(default=100, metadata={"help": "Rows processed before the error budget is checked."})
     cache_size: int = field(default=100_000, metadata={"help": "Verdicts kept in memory by content hash."})
+    thresholds: dict[str, float] | None = field(default=None, metadata={"help": "Per-policy score thresholds; records list the policies at or above them as `flagged`."})
 
     def __post_init__(self):
         if self.chunk_size < 1:
@@ -55,7 +56,13 @@ class RunStats:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     elapsed_s: float = 0.0
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Share of prompt tokens the engine served from its prefix cache."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def items_per_s(self) -> float:
@@ -80,7 +87,7 @@ class RowKeys:
 
 
 class VerdictCache:
-    """Verdicts by item content hash, least recently used first out."""
+    """Verdicts (with their scores) by item content hash, least recently used first out."""
 
     def __init__(self, size: int):
         self.size = size
@@ -158,7 +165,7 @@ class OutputFile:
             same_source = _same_source(record.get("provenance") or {}, provenance)
             foreign += not same_source
             if same_source and "verdict" in record and record.get("content_sha"):
-                cache.put(record["content_sha"], record["verdict"])
+                cache.put(record["content_sha"], {"verdict": record["verdict"], "scores": record.get("scores")})
         if foreign:
             logger.warning(
                 "%d lines of %s came from another model, prompt or policy; they keep their own provenance "
@@ -175,14 +182,15 @@ class OutputFile:
         self.fh.close()
 
 
-SOURCE_KEYS = ("model", "model_sha", "adapter", "backend", "prompt_sha", "policy_version")
+SOURCE_KEYS = ("model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version")
 
 
 def _same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in SOURCE_KEYS)
 
 
-def _record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool) -> dict:
+def _record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
+            thresholds: dict[str, float] | None = None) -> dict:
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": row.id, "line": line}
     if isinstance(row, Item):
         record["kind"] = row.kind
@@ -192,6 +200,10 @@ def _record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome 
         record["error"] = {"stage": "input", "reason": row.reason}
     elif outcome.verdict is not None:
         record["verdict"] = outcome.verdict
+        if outcome.scores is not None:
+            record["scores"] = outcome.scores
+            if thresholds:
+                record["flagged"] = [p for p, t in thresholds.items() if outcome.scores["policies"].get(p, 0.0) >= t]
     else:
         record["error"] = {"stage": "model", "reason": outcome.error, "raw": outcome.raw, "attempts": outcome.attempts}
     record["provenance"] = {**provenance, "latency_ms": latency, "cached": cached}
@@ -252,7 +264,7 @@ class BatchRunner:
         records = []
         for line, row in pending:
             outcome, cached = next(outcomes) if isinstance(row, Item) else (None, False)
-            records.append(_record(line, row, provenance, outcome, cached))
+            records.append(_record(line, row, provenance, outcome, cached, self.options.thresholds))
         out.append(records)
         self._count(records)
         if progress is not None:
@@ -265,17 +277,18 @@ class BatchRunner:
         known: dict[str, Outcome] = {}
         fresh: dict[str, Item] = {}
         for item in items:
-            verdict = self.cache.get(item.content_sha)
-            if verdict is not None:
-                known[item.content_sha] = Outcome(verdict=verdict)
+            entry = self.cache.get(item.content_sha)
+            if entry is not None:
+                known[item.content_sha] = Outcome(verdict=entry["verdict"], scores=entry["scores"])
             else:
                 fresh.setdefault(item.content_sha, item)
         for sha, outcome in zip(fresh, self.moderator.moderate(list(fresh.values()))):
             known[sha] = outcome
             self.stats.prompt_tokens += outcome.prompt_tokens
             self.stats.completion_tokens += outcome.completion_tokens
+            self.stats.cached_tokens += outcome.cached_tokens
             if outcome.verdict is not None:
-                self.cache.put(sha, outcome.verdict)
+                self.cache.put(sha, {"verdict": outcome.verdict, "scores": outcome.scores})
         # Only the item that went to the model is uncached; its twins reuse the outcome.
         return [(known[item.content_sha], fresh.get(item.content_sha) is not item) for item in items]
 

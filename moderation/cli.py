@@ -39,6 +39,10 @@ def _add_backend_args(p) -> None:
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")
+    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                   help="a LoRA adapter directory (PEFT) to apply; vLLM serves it with enable_lora")
+    p.add_argument("--scores", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-policy confidence scores from token log-probabilities (vllm, transformers, fake; default on)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -52,6 +56,8 @@ def _add_run(sub) -> None:
     p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
+    p.add_argument("--thresholds", help="JSON file of {policy: threshold} (as `eval --llm-dev` writes); records list "
+                                         "the policies whose score reaches it as `flagged`")
     _add_backend_args(p)
 
 
@@ -63,6 +69,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--out-dir", default="runs/eval", help="where metrics.json, report.md, report.html, plots and LLM run files go")
     p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
+    p.add_argument("--llm-dev", type=int, default=0,
+                   help="also run the LLM on N dev items per set, choose per-policy thresholds on its scores, report "
+                        "'llm@dev-thresholds' and write them to OUT_DIR/thresholds/SET.json (for `run --thresholds`)")
     _add_backend_args(p)
     compare_sub = p.add_subparsers(dest="eval_command")
     c = compare_sub.add_parser("compare", help="paired comparison of two run files on the same labelled items")
@@ -122,7 +131,7 @@ def cmd_run(args) -> int:
     limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
     rows = read_items(path, fmt=fmt, columns=parse_column_map(args.columns), default_kind=args.kind, limits=limits)
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
-    options = RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget)
+    options = RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=_thresholds(args.thresholds))
     moderator = _build_moderator(args)
     runner = BatchRunner(moderator, options)
     code = EXIT_OK
@@ -145,7 +154,28 @@ def cmd_run(args) -> int:
     return code
 
 
-def _build_moderator(args):
+def _thresholds(path: str | None) -> dict[str, float] | None:
+    from moderation.schema import POLICY_IDS
+
+    if path is None:
+        return None
+    try:
+        thresholds = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--thresholds {path}: {exc}") from None
+    bad = {k: v for k, v in thresholds.items() if k not in POLICY_IDS or not isinstance(v, (int, float)) or not 0 <= v <= 1}
+    if not isinstance(thresholds, dict) or bad:
+        raise ConfigError(f"--thresholds {path}: expected {{policy id: number in [0, 1]}}, bad entries {bad}")
+    return {k: float(v) for k, v in thresholds.items()}
+
+
+def _adapters(specs: list[str]):
+    from moderation.model import load_adapter
+
+    return tuple(load_adapter(spec) for spec in specs)
+
+
+def _build_moderator(args, adapters=None):
     """The backend named on the command line, wrapped in a Moderator with policy and prompt."""
     from moderation.backends import BackendConfig, load_backend
     from moderation.pipeline import Moderator
@@ -153,6 +183,9 @@ def _build_moderator(args):
     from moderation.prompts import load_template
 
     policy, template = load_policy(args.policy), load_template(args.prompt)
+    adapters = _adapters(args.adapter) if adapters is None else adapters
+    if len(adapters) > 1 and args.command != "serve":
+        raise ConfigError(f"`moderation {args.command}` applies one --adapter, got {len(adapters)}")
     config = BackendConfig(
         model=args.model,
         max_tokens=args.max_tokens,
@@ -163,10 +196,12 @@ def _build_moderator(args):
         max_model_len=args.max_model_len,
         base_url=args.base_url,
         concurrency=args.concurrency,
+        adapters=adapters,
     )
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
-    return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence)
+    return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
+                     adapter=adapters[0] if len(adapters) == 1 and args.command != "serve" else None, scores=args.scores)
 
 
 def _peek(rows):

@@ -16,13 +16,15 @@ from moderation.evaluate import (
     evaluate_baseline,
     evaluate_llm_records,
     gold_labels,
-    llm_scores,
+    llm_outputs,
+    llm_thresholds,
     run_llm,
     sample,
     write_metrics,
 )
 from moderation.metrics import macro_f1, mcnemar
 from moderation.report import html_page, markdown, plot_all
+from moderation.schema import POLICY_IDS
 
 SYSTEMS = ("rules", "tfidf", "llm")
 
@@ -57,9 +59,7 @@ def evaluate_sets(args, build_moderator) -> int:
             test = sample(splits[name]["test"], args.sample)
             for system in systems:
                 if system == "llm":
-                    with tqdm(total=len(test), desc=f"llm on {name}", unit="item", disable=args.no_progress, file=sys.stderr) as bar:
-                        records, speed = run_llm(moderator, test, out_dir / "runs" / f"{name}.jsonl", args.chunk_size, bar)
-                    results.append(evaluate_llm_records(name, test, records, policy, n_boot=args.bootstrap, speed=speed))
+                    results.extend(_evaluate_llm(moderator, name, splits[name]["dev"], test, policy, out_dir, args))
                 else:
                     results.append(evaluate_baseline(models[system], name, splits[name]["dev"], test, policy, args.bootstrap))
     finally:
@@ -67,6 +67,27 @@ def evaluate_sets(args, build_moderator) -> int:
             moderator.backend.close()
     _write_reports(results, out_dir, args, moderator)
     return 0
+
+
+def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: Path, args) -> list:
+    """The LLM's own verdicts on test; with --llm-dev, also its scores cut at thresholds chosen on dev."""
+    from tqdm import tqdm
+
+    def moderate(items, tag):
+        with tqdm(total=len(items), desc=f"llm on {name}{tag}", unit="item", disable=args.no_progress, file=sys.stderr) as bar:
+            return run_llm(moderator, items, out_dir / "runs" / f"{name}{tag}.jsonl", args.chunk_size, bar)
+
+    records, speed = moderate(test, "")
+    results = [evaluate_llm_records(name, test, records, policy, n_boot=args.bootstrap, speed=speed)]
+    if args.llm_dev and dev and moderator.scores:
+        dev_records, _ = moderate(sample(dev, args.llm_dev), ".dev")
+        thresholds = llm_thresholds(sample(dev, args.llm_dev), dev_records)
+        path = out_dir / "thresholds" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(dict(zip(POLICY_IDS, map(float, thresholds))), indent=2) + "\n")
+        results.append(evaluate_llm_records(name, test, records, policy, system="llm@dev-thresholds",
+                                            n_boot=args.bootstrap, speed=speed, thresholds=thresholds))
+    return results
 
 
 def _write_reports(results, out_dir: Path, args, moderator) -> None:
@@ -96,8 +117,8 @@ def compare_runs(args) -> int:
     gold, _ = gold_labels(labelled)
     preds = []
     for records in runs:
-        scores, valid, _ = llm_scores(labelled, records)
-        preds.append((scores >= 0.5) & valid[:, None])
+        llm = llm_outputs(labelled, records)
+        preds.append(llm.flagged & llm.valid[:, None])
     correct = [(p == gold).all(1) for p in preds]
     test = mcnemar(correct[0], correct[1])
     diff, low, high = _paired_macro_f1(gold, preds[0], preds[1], args.bootstrap)

@@ -19,7 +19,16 @@ import numpy as np
 
 from moderation.batch import BatchRunner, RunOptions, read_output
 from moderation.datasets import LabelledItem
-from moderation.metrics import Labels, bootstrap, choose_thresholds, decide, label_matrix, point_metrics, ranking_metrics
+from moderation.metrics import (
+    Labels,
+    bootstrap,
+    calibration_metrics,
+    choose_thresholds,
+    decide,
+    label_matrix,
+    point_metrics,
+    ranking_metrics,
+)
 from moderation.pipeline import Moderator
 from moderation.policy import Policy
 from moderation.schema import POLICY_IDS
@@ -70,7 +79,7 @@ def score_labels(items: list[LabelledItem], scores: np.ndarray, thresholds: np.n
 
 
 def all_metrics(labels: Labels) -> dict[str, float]:
-    return {**point_metrics(labels), **ranking_metrics(labels)}
+    return {**point_metrics(labels), **ranking_metrics(labels), **calibration_metrics(labels)}
 
 
 def finish(system: str, set_name: str, items: list[LabelledItem], labels: Labels, thresholds: np.ndarray,
@@ -103,33 +112,64 @@ def run_llm(moderator: Moderator, items: list[LabelledItem], output: Path, chunk
     return {r["id"]: r for r in read_output(output)}, speed
 
 
-def llm_scores(items: list[LabelledItem], records: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores (1.0 per flagged policy), validity and decisions from run records."""
-    scores = np.zeros((len(items), len(POLICY_IDS)))
-    valid = np.zeros(len(items), dtype=bool)
-    decisions = np.empty(len(items), dtype=object)
+@dataclass
+class LLMOutputs:
+    """What a run file says about labelled items, row-aligned with them."""
+
+    flagged: np.ndarray  # bool (n, P): policies the verdict names
+    scores: np.ndarray  # float (n, P): token-probability scores, or `flagged` as 0/1 where a record has none
+    valid: np.ndarray  # bool (n,): a verdict exists
+    decisions: np.ndarray  # object (n,)
+    scored: np.ndarray  # bool (n,): the record carries token-probability scores
+
+
+def llm_outputs(items: list[LabelledItem], records: dict[str, dict]) -> LLMOutputs:
+    n = len(items)
+    out = LLMOutputs(np.zeros((n, len(POLICY_IDS)), dtype=bool), np.zeros((n, len(POLICY_IDS))),
+                     np.zeros(n, dtype=bool), np.empty(n, dtype=object), np.zeros(n, dtype=bool))
     index = {p: i for i, p in enumerate(POLICY_IDS)}
     for row, li in enumerate(items):
-        verdict = records.get(li.item.id, {}).get("verdict")
+        record = records.get(li.item.id, {})
+        verdict = record.get("verdict")
         if verdict is None:
             continue
-        valid[row] = True
-        decisions[row] = verdict["decision"]
+        out.valid[row] = True
+        out.decisions[row] = verdict["decision"]
         for v in verdict["violations"]:
-            scores[row, index[v["policy"]]] = 1.0
-    return scores, valid, decisions
+            out.flagged[row, index[v["policy"]]] = True
+        scores = (record.get("scores") or {}).get("policies")
+        out.scored[row] = scores is not None
+        out.scores[row] = [scores.get(p, 0.0) for p in POLICY_IDS] if scores is not None else out.flagged[row]
+    return out
 
 
 def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[str, dict], policy: Policy,
-                         system: str = "llm", n_boot: int = 1000, speed: dict[str, float] | None = None) -> SystemResult:
-    scores, valid, decisions = llm_scores(test, records)
-    labels = score_labels(test, scores, np.full(len(POLICY_IDS), 0.5), valid, policy, decisions)
+                         system: str = "llm", n_boot: int = 1000, speed: dict[str, float] | None = None,
+                         thresholds: np.ndarray | None = None) -> SystemResult:
+    """The LLM on a test split: its own verdicts, or (with `thresholds`) its scores cut at them.
+
+    Ranking metrics, PR curves and ECE use the token-probability scores where the run has them.
+    """
+    llm = llm_outputs(test, records)
+    gold, gold_decision = gold_labels(test)
+    if thresholds is None:
+        labels = Labels(gold, llm.flagged, llm.scores, gold_decision, llm.decisions, llm.valid)
+    else:
+        labels = score_labels(test, llm.scores, thresholds, llm.valid, policy)
     latencies = [records[li.item.id]["provenance"]["latency_ms"] for li in test if li.item.id in records]
     fresh = [x for x in latencies if x > 0]
     speed = dict(speed or {})
     if fresh:
         speed.update(latency_p50_ms=float(np.percentile(fresh, 50)), latency_p95_ms=float(np.percentile(fresh, 95)))
-    return finish(system, set_name, test, labels, np.full(len(POLICY_IDS), 0.5), speed, n_boot)
+    speed["scored_share"] = float(llm.scored.mean()) if len(test) else 0.0
+    return finish(system, set_name, test, labels, thresholds if thresholds is not None else np.full(len(POLICY_IDS), 0.5),
+                  speed, n_boot)
+
+
+def llm_thresholds(dev: list[LabelledItem], records: dict[str, dict]) -> np.ndarray:
+    """Per-policy thresholds on the LLM's scores, chosen on dev items only."""
+    llm = llm_outputs(dev, records)
+    return choose_thresholds(llm.scores[llm.valid], gold_labels(dev)[0][llm.valid])
 
 
 def injection_robustness(items: list[LabelledItem], labels: Labels) -> dict[str, float]:

@@ -114,6 +114,43 @@ def ranking_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dic
     return out
 
 
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| over equal-width bins."""
+    y, p = np.asarray(y, dtype=float).ravel(), np.asarray(p, dtype=float).ravel()
+    if not len(y):
+        return math.nan
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.sum() * abs(y[inside].mean() - p[inside].mean())
+    return float(total / len(y))
+
+
+def calibration_metrics(labels: Labels) -> dict[str, float]:
+    """ECE of the per-policy scores (pooled over the policies the set labels), on valid items."""
+    present = labels.gold.any(0)
+    valid = labels.valid
+    if not present.any() or not valid.any():
+        return {}
+    return {"ece": ece(labels.gold[valid][:, present], labels.scores[valid][:, present])}
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean confidence, observed frequency, count) per non-empty bin, for a reliability diagram."""
+    y, p = np.asarray(y, dtype=float).ravel(), np.asarray(p, dtype=float).ravel()
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    conf, freq, count = [], [], []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            conf.append(p[inside].mean())
+            freq.append(y[inside].mean())
+            count.append(inside.sum())
+    return np.array(conf), np.array(freq), np.array(count)
+
+
 def tpr_at_fpr(y: np.ndarray, score: np.ndarray, max_fpr: float) -> float:
     """Best true-positive rate among thresholds whose false-positive rate is at most max_fpr."""
     from sklearn.metrics import roc_curve

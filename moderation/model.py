@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -135,3 +136,31 @@ def model_sha(directory: Path) -> str:
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(sha + "\n")
     return sha
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter directory (PEFT format) and the name requests use to pick it."""
+
+    name: str
+    path: Path
+    rank: int
+    sha: str
+
+
+def load_adapter(spec: str) -> Adapter:
+    """Parse `--adapter` values: `PATH` (named after its directory) or `NAME=PATH`.
+
+    Raises:
+        ConfigError: no such directory, or no PEFT `adapter_config.json` in it.
+    """
+    name, _, raw = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    path = Path(raw).expanduser()
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        raise ConfigError(f"adapter {spec!r}: {path} is not a PEFT LoRA adapter directory (no adapter_config.json)")
+    settings = json.loads(config.read_text())
+    if settings.get("peft_type", "LORA") != "LORA":
+        raise ConfigError(f"adapter {spec!r}: only LoRA adapters are served, not {settings.get('peft_type')}")
+    return Adapter(name=name or path.resolve().name, path=path.resolve(), rank=int(settings.get("r", 8)),
+                   sha=model_sha(path.resolve()))

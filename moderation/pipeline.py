@@ -9,9 +9,11 @@ from typing import Any
 from moderation.backends.base import Backend, GenerationRequest
 from moderation.errors import ConfigError, VerdictError
 from moderation.items import Item
+from moderation.model import Adapter
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
 from moderation.schema import grounded_schema, parse_verdict, verdict_schema
+from moderation.scoring import combine, decision_probes, policy_probes
 
 RETRY_TEMPERATURE = 0.7
 
@@ -27,6 +29,8 @@ class Outcome:
     latency_ms: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    scores: dict[str, Any] | None = None
 
 
 class Moderator:
@@ -39,7 +43,9 @@ class Moderator:
         max_attempts: tries per item; attempts after the first sample at RETRY_TEMPERATURE.
         grounded_evidence: give the engine a per-item schema whose evidence must be a quote
             from the item (only engines with constrained decoding use the schema).
-        adapter: name of a LoRA adapter, recorded in provenance.
+        adapter: a LoRA adapter the backend serves; every request asks for it.
+        scores: add per-policy confidence scores from token log-probabilities (backends
+            with `label_probs` only; see moderation.scoring).
     """
 
     def __init__(
@@ -50,7 +56,8 @@ class Moderator:
         *,
         max_attempts: int = 2,
         grounded_evidence: bool = True,
-        adapter: str | None = None,
+        adapter: Adapter | None = None,
+        scores: bool = True,
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -60,12 +67,18 @@ class Moderator:
         self.max_attempts = max_attempts
         self.grounded_evidence = grounded_evidence
         self.adapter = adapter
+        self.scores = scores and hasattr(backend, "label_probs")
+
+    @property
+    def adapter_name(self) -> str | None:
+        return self.adapter.name if self.adapter else None
 
     def provenance(self) -> dict[str, Any]:
         return {
             "model": self.backend.model_id,
             "model_sha": self.backend.model_sha,
-            "adapter": self.adapter,
+            "adapter": self.adapter_name,
+            "adapter_sha": self.adapter.sha if self.adapter else None,
             "backend": self.backend.name,
             "prompt_sha": self.template.sha,
             "policy_version": self.policy.version,
@@ -79,6 +92,7 @@ class Moderator:
             schema=schema,
             temperature=RETRY_TEMPERATURE if retry else 0.0,
             seed=attempt if retry else None,
+            adapter=self.adapter_name,
         )
 
     def moderate(self, items: list[Item]) -> list[Outcome]:
@@ -98,6 +112,7 @@ class Moderator:
                 outcome.latency_ms += elapsed_ms
                 outcome.prompt_tokens += generation.prompt_tokens
                 outcome.completion_tokens += generation.completion_tokens
+                outcome.cached_tokens += generation.cached_tokens
                 if generation.error is not None:  # the same request would fail again: no retry
                     outcome.error, outcome.raw = generation.error, None
                     continue
@@ -108,4 +123,18 @@ class Moderator:
                     outcome.error, outcome.raw = str(exc), generation.text
                     failed.append(i)
             todo = failed
+        if self.scores:
+            self._score(items, outcomes)
         return outcomes
+
+    def _score(self, items: list[Item], outcomes: list[Outcome]) -> None:
+        """Attach scores to the items that got a verdict (two engine steps per item, prefix-cached)."""
+        done = [i for i, o in enumerate(outcomes) if o.verdict is not None]
+        if not done:
+            return
+        messages = [self.template.messages(items[i], self.policy) for i in done]
+        decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
+        verdicts = [outcomes[i].verdict for i in done]
+        policies = self.backend.label_probs(policy_probes(messages, decisions, verdicts, self.adapter_name))
+        for i, d, p in zip(done, decisions, policies):
+            outcomes[i].scores = combine(d, p)

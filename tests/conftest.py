@@ -32,7 +32,9 @@ def template():
 @pytest.fixture
 def make_moderator(policy, template):
     def make(respond=None, **kwargs):
-        return Moderator(FakeBackend(BackendConfig(), respond=respond), policy, template, **kwargs)
+        adapter = kwargs.get("adapter")
+        config = BackendConfig(adapters=(adapter,) if adapter else ())
+        return Moderator(FakeBackend(config, respond=respond), policy, template, **kwargs)
 
     return make
 

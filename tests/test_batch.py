@@ -10,6 +10,7 @@ from conftest import ROOT, listing, read_jsonl, write_jsonl
 
 from moderation.batch import BatchRunner, ErrorBudgetExceeded, OutputFile, RunOptions, VerdictCache, repair_tail, summarize
 from moderation.errors import ConfigError
+from moderation.model import Adapter
 from moderation.items import read_items
 from moderation.schema import parse_verdict
 
@@ -29,7 +30,7 @@ def test_one_line_per_row_in_input_order(tmp_path, make_moderator):
     assert "duplicate id" in out[11]["error"]["reason"] and out[11]["id"] == "it-0003"
     for record in out[:10]:
         assert record["schema_version"] == "1" and record["content_sha"]
-        assert set(record["provenance"]) >= {"model", "model_sha", "adapter", "backend", "prompt_sha", "policy_version", "latency_ms"}
+        assert set(record["provenance"]) >= {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "latency_ms"}
 
 
 def test_identical_content_is_moderated_once(tmp_path, make_moderator):
@@ -161,7 +162,7 @@ def test_cached_verdicts_are_reused_only_from_the_same_model_and_prompt(tmp_path
     same = make_moderator()
     run(same, more, out)
     assert same.backend.calls == []  # "b" has a's content: served from a's verdict
-    other = make_moderator(adapter="eu-lora")
+    other = make_moderator(adapter=Adapter("eu-lora", tmp_path, 8, "0" * 64))
     run(other, write_jsonl(tmp_path / "third.jsonl", [{"id": "c", "title": "Lamp"}]), out)
     assert len(other.backend.calls) == 1  # another adapter: the old verdict is not reused
 

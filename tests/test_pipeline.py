@@ -55,7 +55,7 @@ def test_grounded_evidence_switches_the_schema(make_moderator):
 def test_provenance_names_model_prompt_and_policy(make_moderator, template, policy):
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
-    assert set(p) == {"model", "model_sha", "adapter", "backend", "prompt_sha", "policy_version"}
+    assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version"}
 
 
 def test_a_request_level_error_is_final_and_not_retried(make_moderator):

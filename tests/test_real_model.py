@@ -67,6 +67,13 @@ def test_vllm_backend_gives_schema_valid_grounded_verdicts(vllm_backend, policy,
     first = read_jsonl(out)[0]["provenance"]
     assert first["model_sha"] == json.loads((model_dir / MANIFEST).read_text())["weights_sha256"]
     assert first["backend"] == "vllm" and stats.completion_tokens > 0
+    # The policy text is shared by every prompt: after the first chunk it comes from the cache.
+    assert stats.prefix_cache_hit_rate > 0.6, stats
+    for record in read_jsonl(out):
+        if "verdict" in record:
+            scores = record["scores"]
+            assert sum(scores["decisions"].values()) == pytest.approx(1, abs=1e-3)
+            assert sum(scores["policies"].values()) == pytest.approx(scores["violation"], abs=1e-3)
 
 
 def test_vllm_prompt_over_the_context_is_an_item_error_not_a_failed_batch(vllm_backend, policy, template):
@@ -97,3 +104,15 @@ def test_transformers_backend_writes_a_line_per_row(transformers_backend, policy
     check_output(out, 4)
     assert stats.processed == 4 and stats.completion_tokens > 0
     assert read_jsonl(out)[0]["provenance"]["backend"] == "transformers"
+
+
+def test_vllm_and_transformers_give_the_same_label_probabilities(vllm_backend, transformers_backend, policy, template):
+    """The same model scored by two engines: token probabilities must agree (bf16/fp32 noise aside)."""
+    from moderation.scoring import decision_probes, policy_probes
+
+    messages = [template.messages(item, policy) for _, item in demo_rows(3)[1:]]
+    for probes in (decision_probes(messages), policy_probes(messages, [{"review": 1.0}] * 2, [None, None])):
+        fast, slow = vllm_backend.label_probs(probes), transformers_backend.label_probs(probes)
+        for a, b in zip(fast, slow):
+            assert sum(a.values()) == pytest.approx(1, abs=1e-6)
+            assert max(abs(a[k] - b[k]) for k in a) < 0.05, (a, b)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from moderation.errors import ConfigError
+from moderation.model import Adapter
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class BackendConfig:
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
     timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
     concurrency: int = field(default=8, metadata={"help": "openai: requests in flight at once."})
+    adapters: tuple[Adapter, ...] = field(default=(), metadata={"help": "LoRA adapters to serve beside the base model; requests pick one by name."})
 
     def __post_init__(self):
         for name in ("max_tokens", "batch_size", "max_model_len", "concurrency"):
@@ -33,6 +35,9 @@ class BackendConfig:
             raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
             raise ConfigError(f"BackendConfig.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        names = [a.name for a in self.adapters]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"BackendConfig.adapters: two adapters share a name in {names}")
         if self.timeout_s <= 0:
             raise ConfigError(f"BackendConfig.timeout_s must be positive, got {self.timeout_s!r}")
 
@@ -49,6 +54,7 @@ class GenerationRequest:
     schema: dict[str, Any]
     temperature: float = 0.0
     seed: int | None = None
+    adapter: str | None = None  # name of a LoRA adapter in BackendConfig.adapters; None: the base model
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    cached_tokens: int = 0  # prompt tokens served from the engine's prefix cache
 
 
 class Backend(Protocol):
@@ -73,3 +80,9 @@ class Backend(Protocol):
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
     def close(self) -> None: ...
+
+
+def check_adapter(config: BackendConfig, name: str | None) -> None:
+    """Raise ConfigError for a request naming an adapter the backend was not started with."""
+    if name is not None and name not in {a.name for a in config.adapters}:
+        raise ConfigError(f"unknown adapter {name!r}; this backend serves {[a.name for a in config.adapters] or 'none'}")

@@ -10,8 +10,9 @@ import json
 import re
 from collections.abc import Callable
 
-from moderation.backends.base import BackendConfig, Generation, GenerationRequest
+from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.rules import RULES, rule_matches
+from moderation.scoring import LabelProbe
 
 _ITEM = re.compile(r"<item>\n(.*)\n</item>", re.S)
 
@@ -28,7 +29,7 @@ def keyword_verdict(item_text: str) -> dict:
     return {"decision": decision, "violations": violations, "rationale": rationale}
 
 
-def item_text_of(request: GenerationRequest) -> str:
+def item_text_of(request: GenerationRequest | LabelProbe) -> str:
     """The item JSON that the prompt template put between <item> tags, as plain text."""
     match = _ITEM.search(request.messages[-1]["content"])
     if not match:
@@ -50,9 +51,25 @@ class FakeBackend:
         self.calls: list[list[GenerationRequest]] = []
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        for r in requests:
+            check_adapter(self.config, r.adapter)
         self.calls.append(list(requests))
         replies = [self.respond(r) for r in requests]
         return [reply if isinstance(reply, Generation) else Generation(text=reply) for reply in replies]
+
+    def label_probs(self, probes: list[LabelProbe]) -> list[dict[str, float]]:
+        """Scripted confidences: 0.9 shared by the labels the keyword verdict picks, 0.1 by the rest."""
+        out = []
+        for probe in probes:
+            verdict = keyword_verdict(item_text_of(probe))
+            picked = {verdict["decision"]} | {v["policy"] for v in verdict["violations"]}
+            hits = [la for la in probe.labels if la in picked]
+            if not hits:  # an allow verdict asked for its policy: nothing stands out
+                out.append({la: 1 / len(probe.labels) for la in probe.labels})
+                continue
+            misses = len(probe.labels) - len(hits)
+            out.append({la: 0.9 / len(hits) if la in hits else 0.1 / misses for la in probe.labels})
+        return out
 
     def close(self) -> None:
         pass

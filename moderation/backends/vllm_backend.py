@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from moderation.backends.base import BackendConfig, Generation, GenerationRequest
+from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.errors import BackendError
 from moderation.model import model_sha, resolve_model
+from moderation.scoring import LabelProbe, TokenScorer
 
 logger = logging.getLogger(__name__)
 MIN_OUTPUT_TOKENS = 64  # room for the smallest verdict (decision, no violations, short rationale)
@@ -30,6 +31,10 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
     """Engine settings. On CPU, compilation costs minutes of start-up for little gain at this
     model size, so eager mode is the default there."""
     eager = on_cpu if config.enforce_eager is None else config.enforce_eager
+    lora = {}
+    if config.adapters:  # one base model, any number of LoRA adapters picked per request
+        lora = {"enable_lora": True, "max_loras": len(config.adapters),
+                "max_lora_rank": _lora_rank(max(a.rank for a in config.adapters))}
     return {
         "model": model_path,
         "gpu_memory_utilization": config.gpu_memory_utilization,
@@ -41,7 +46,16 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
         "max_model_len": config.max_model_len,
         "dtype": config.dtype,
         "seed": config.seed,
+        **lora,
     }
+
+
+def _lora_rank(rank: int) -> int:
+    """vLLM accepts only some max_lora_rank values: the smallest allowed one that fits."""
+    for allowed in (1, 8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= allowed:
+            return allowed
+    raise BackendError(f"LoRA rank {rank} is above what vLLM serves (512)")
 
 
 class VLLMBackend:
@@ -59,6 +73,22 @@ class VLLMBackend:
             self.llm = LLM(**engine_kwargs(config, str(path), on_cpu=current_platform.is_cpu()))
         except Exception as exc:  # vLLM raises many types at start-up
             raise BackendError(f"vLLM could not start on {path}: {exc}") from exc
+        self.loras = _lora_requests(config)
+        tokenizer = self.llm.get_tokenizer()
+        self.scorer = TokenScorer(
+            encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+            chat_ids=self._chat_ids,
+            next_logprobs=self._next_logprobs,
+        )
+
+    def _chat_ids(self, messages: list[dict]) -> list[int]:
+        tokenizer = self.llm.get_tokenizer()
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    def _lora(self, name: str | None):
+        check_adapter(self.config, name)
+        return None if name is None else self.loras[name]
 
     def _params(self, request: GenerationRequest):
         from vllm import SamplingParams
@@ -72,9 +102,7 @@ class VLLMBackend:
 
         vLLM rejects a whole batch for one over-long prompt, so it is caught here, per item.
         """
-        tokenizer = self.llm.get_tokenizer()
-        text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        n = len(self._chat_ids(request.messages))
         if n + MIN_OUTPUT_TOKENS <= self.config.max_model_len:
             return None
         return Generation("", prompt_tokens=n, error=f"prompt is {n} tokens, over the model context of "
@@ -86,8 +114,10 @@ class VLLMBackend:
         if not todo:
             return results
         params = [self._params(requests[i]) for i in todo]
+        loras = [self._lora(requests[i].adapter) for i in todo]
         try:
-            outputs = self.llm.chat([requests[i].messages for i in todo], params, use_tqdm=False)
+            outputs = self.llm.chat([requests[i].messages for i in todo], params, use_tqdm=False,
+                                    lora_request=loras if self.loras else None)
         except Exception as exc:
             raise BackendError(f"vLLM generation failed: {exc}") from exc
         for i, out in zip(todo, outputs):
@@ -95,10 +125,38 @@ class VLLMBackend:
                 text=out.outputs[0].text,
                 prompt_tokens=len(out.prompt_token_ids or ()),
                 completion_tokens=len(out.outputs[0].token_ids),
+                cached_tokens=out.num_cached_tokens or 0,
             )
         return results
 
+    def label_probs(self, probes: list[LabelProbe]) -> list[dict[str, float]]:
+        """Label probabilities from next-token log-probs (see moderation.scoring)."""
+        return self.scorer.label_probs(probes)
+
+    def _next_logprobs(self, asks: list[tuple[list[int], list[int]]], adapters: list[str | None]) -> list[dict[int, float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        # One engine step per probe; its prompt shares the item's prefix, already in the cache.
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _ in asks]
+        params = [SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=cands) for _, cands in asks]
+        loras = [self._lora(a) for a in adapters] if self.loras else None
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=loras)
+        except Exception as exc:
+            raise BackendError(f"vLLM scoring failed: {exc}") from exc
+        return [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items()} for out in outputs]
+
     def close(self) -> None:
+        self.scorer = None  # it holds bound methods of this backend
         engine = getattr(self, "llm", None)
         if engine is not None:
             del self.llm
+
+
+def _lora_requests(config: BackendConfig) -> dict:
+    if not config.adapters:
+        return {}
+    from vllm.lora.request import LoRARequest
+
+    return {a.name: LoRARequest(a.name, n, str(a.path)) for n, a in enumerate(config.adapters, start=1)}
