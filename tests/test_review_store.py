@@ -146,6 +146,8 @@ def test_bad_decisions_are_refused(store):
         store.decide(check.check_id, "ann", check.version, "approve")
     with pytest.raises(InputError, match="exists already"):
         store.create_queue("q", entries(1), {})
+    with pytest.raises(InputError, match="queue name"):
+        store.create_queue("a/b", entries(1), {})
 
 
 def test_concurrent_reviewers_never_share_an_item_and_lose_no_write(store_url):

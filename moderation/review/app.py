@@ -13,6 +13,7 @@ import re
 from html import escape
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from moderation.errors import InputError
 from moderation.review import auth, dashboard
@@ -73,179 +74,208 @@ def _templates():
     return Jinja2Templates(env=env)
 
 
-def create_app(store: Store):
-    """The FastAPI app over a store; the session secret lives in the store's settings."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, RedirectResponse
-    from fastapi.staticfiles import StaticFiles
+class LoginRequired(Exception):
+    """The request has no logged-in account: answered with a redirect to /login."""
 
-    secret = store.setting("session_secret", auth.new_secret)
-    templates = _templates()
-    app = FastAPI(title="moderation review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.mount("/static", StaticFiles(directory=str(resources.files("moderation.review").joinpath("static"))), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request, call_next):
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+class ReviewSite:
+    """What the routes share: the store, the session secret, templates, and page helpers."""
 
-    def session(request: Request) -> dict[str, Any]:
-        data = auth.read_session(request.cookies.get(COOKIE), secret)
-        if data and data.get("user") and not store.user(data["user"]):
+    def __init__(self, store: Store):
+        self.store = store
+        self.secret = store.setting("session_secret", auth.new_secret)
+        self.templates = _templates()
+
+    def session(self, request) -> dict[str, Any]:
+        data = auth.read_session(request.cookies.get(COOKIE), self.secret)
+        if data and data.get("user") and not self.store.user(data["user"]):
             data = None  # the account is gone
         return data or {"user": None, "csrf": auth.new_csrf_token()}
 
-    def respond(request, response, sess):
-        response.set_cookie(COOKIE, auth.sign_session({k: v for k, v in sess.items() if k != "iat"}, secret),
-                            max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="strict",
+    def login_required(self, request) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(session, account) of a logged-in request.
+
+        Raises:
+            LoginRequired: nobody is logged in.
+        """
+        sess = self.session(request)
+        user = self.store.user(sess["user"]) if sess.get("user") else None
+        if not user:
+            raise LoginRequired()
+        return sess, user
+
+    def respond(self, request, response, sess):
+        value = auth.sign_session({k: v for k, v in sess.items() if k != "iat"}, self.secret)
+        response.set_cookie(COOKIE, value, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")
         return response
 
-    def page(request, name: str, sess, status: int = 200, **context):
-        user = store.user(sess["user"]) if sess.get("user") else None
+    def page(self, request, name: str, sess, status: int = 200, **context):
+        user = self.store.user(sess["user"]) if sess.get("user") else None
         context = {"user": user, "csrf": sess["csrf"], **context}
-        return respond(request, templates.TemplateResponse(request, name, context, status_code=status), sess)
+        return self.respond(request, self.templates.TemplateResponse(request, name, context, status_code=status), sess)
 
-    def redirect(request, url: str, sess):
-        return respond(request, RedirectResponse(url, status_code=303), sess)
+    def redirect(self, request, url: str, sess):
+        from fastapi.responses import RedirectResponse
 
-    async def form_of(request: Request, sess) -> Any:
+        return self.respond(request, RedirectResponse(url, status_code=303), sess)
+
+    async def form(self, request, sess):
+        """The POSTed form, once its CSRF token matches the session's."""
         form = await request.form()
         token = str(form.get("csrf_token", ""))
         if not token or not hmac.compare_digest(token, sess["csrf"]):
             raise PermissionError("bad or missing CSRF token: reload the page")
         return form
 
-    def current_user(sess) -> dict[str, Any] | None:
-        return store.user(sess["user"]) if sess.get("user") else None
-
-    @app.exception_handler(PermissionError)
-    async def forbidden(request: Request, exc: PermissionError):
-        return HTMLResponse(f"<h1>Forbidden</h1><p>{escape(str(exc))}</p>", status_code=403)
-
-    @app.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request):
-        return page(request, "login.html", session(request))
-
-    @app.post("/login")
-    async def login(request: Request):
-        sess = session(request)
-        form = await form_of(request, sess)
-        name, password = str(form.get("name", "")), str(form.get("password", ""))
-        user = store.user(name)
-        if not user or not auth.check_password(password, user["password_hash"]):
-            logger.info("failed login for %r", name)
-            return page(request, "login.html", sess, status=401, error="Wrong name or password.")
-        return redirect(request, "/", {"user": name, "csrf": auth.new_csrf_token()})  # fresh token per login
-
-    @app.post("/logout")
-    async def logout(request: Request):
-        sess = session(request)
-        await form_of(request, sess)
-        return redirect(request, "/login", {"user": None, "csrf": auth.new_csrf_token()})
-
-    @app.get("/", response_class=HTMLResponse)
-    def home(request: Request):
-        sess = session(request)
-        user = current_user(sess)
-        if not user:
-            return redirect(request, "/login", sess)
-        queues = [{**q, **store.progress(q["name"], user["name"])} for q in store.queues()]
-        return page(request, "queues.html", sess, queues=queues)
-
-    @app.get("/queues/{queue}", response_class=HTMLResponse)
-    def queue_page(request: Request, queue: str):
-        sess = session(request)
-        user = current_user(sess)
-        if not user:
-            return redirect(request, "/login", sess)
-        lead = user["role"] == "lead"
-        checks = store.checks(queue) if lead else store.checks(queue, reviewer=user["name"])
-        return page(request, "queue.html", sess, queue=queue, checks=checks, lead=lead,
-                    progress=store.progress(queue, user["name"]))
-
-    @app.post("/queues/{queue}/next")
-    async def next_item(request: Request, queue: str):
-        sess = session(request)
-        user = current_user(sess)
-        if not user:
-            return redirect(request, "/login", sess)
-        await form_of(request, sess)
-        return _to_next(request, sess, queue, user["name"])
-
-    def _to_next(request, sess, queue: str, reviewer: str):
-        check = store.claim_next(queue, reviewer)
+    def to_next(self, request, sess, queue: str, reviewer: str):
+        """Claim the reviewer's next item and show it (or the queue page when nothing is left)."""
+        check = self.store.claim_next(queue, reviewer)
         if check is None:
-            return redirect(request, f"/queues/{queue}?finished=1", sess)
-        return redirect(request, f"/checks/{check.check_id}", sess)
+            return self.redirect(request, f"/queues/{quote(queue)}?finished=1", sess)
+        return self.redirect(request, f"/checks/{check.check_id}", sess)
 
-    def visible_check(user, check_id: str):
+    def visible_check(self, user, check_id: str):
         try:
-            check = store.get(check_id)
+            check = self.store.get(check_id)
         except InputError:
             raise PermissionError("no such case check") from None
         if user["role"] != "lead" and user["name"] not in (check.assigned_to, check.reviewer):
             raise PermissionError("this case check is not yours")
         return check
 
-    def check_page(request, sess, user, check, status=200, error=None):
-        quotes = [v["evidence"] for v in (check.model_verdict or {}).get("violations", [])]
+    def check_page(self, request, sess, user, check, status=200, error=None):
+        flagged = (check.model_verdict or {}).get("violations", [])
         editable = user["role"] == "lead" or (check.status == "assigned" and check.assigned_to == user["name"])
-        return page(request, "check.html", sess, status=status, check=check, fields=item_fields(check.item, quotes),
-                    editable=editable, error=error, progress=store.progress(check.queue, user["name"]),
-                    policies=list(zip(POLICY_IDS, POLICY_KEYS)), decisions=DECISION_KEYS,
-                    model_policies={v["policy"] for v in (check.model_verdict or {}).get("violations", [])})
+        return self.page(request, "check.html", sess, status=status, check=check, error=error, editable=editable,
+                         fields=item_fields(check.item, [v["evidence"] for v in flagged]),
+                         progress=self.store.progress(check.queue, user["name"]),
+                         policies=list(zip(POLICY_IDS, POLICY_KEYS)), decisions=DECISION_KEYS,
+                         model_policies={v["policy"] for v in flagged})
 
-    @app.get("/checks/{check_id}", response_class=HTMLResponse)
+
+def create_app(store: Store):
+    """The FastAPI app over a store; the session secret lives in the store's settings."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    site = ReviewSite(store)
+    app = FastAPI(title="moderation review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=str(resources.files("moderation.review").joinpath("static"))), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        response.headers.update({"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                                 "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
+        return response
+
+    @app.exception_handler(PermissionError)
+    async def forbidden(request, exc: PermissionError):
+        return HTMLResponse(f"<h1>Forbidden</h1><p>{escape(str(exc))}</p>", status_code=403)
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request, exc: LoginRequired):
+        return RedirectResponse("/login", status_code=303)
+
+    _account_routes(app, site)
+    _queue_routes(app, site)
+    _check_routes(app, site)
+    _dashboard_routes(app, site)
+    return app
+
+
+def _account_routes(app, site: ReviewSite) -> None:
+    from fastapi import Request
+
+    @app.get("/login")
+    def login_form(request: Request):
+        return site.page(request, "login.html", site.session(request))
+
+    @app.post("/login")
+    async def login(request: Request):
+        sess = site.session(request)
+        form = await site.form(request, sess)
+        name, password = str(form.get("name", "")), str(form.get("password", ""))
+        user = site.store.user(name)
+        if not user or not auth.check_password(password, user["password_hash"]):
+            logger.info("failed login for %r", name)
+            return site.page(request, "login.html", sess, status=401, error="Wrong name or password.")
+        return site.redirect(request, "/", {"user": name, "csrf": auth.new_csrf_token()})  # fresh token per login
+
+    @app.post("/logout")
+    async def logout(request: Request):
+        sess = site.session(request)
+        await site.form(request, sess)
+        return site.redirect(request, "/login", {"user": None, "csrf": auth.new_csrf_token()})
+
+
+def _queue_routes(app, site: ReviewSite) -> None:
+    from fastapi import Request
+
+    @app.get("/")
+    def home(request: Request):
+        sess, user = site.login_required(request)
+        queues = [{**q, **site.store.progress(q["name"], user["name"])} for q in site.store.queues()]
+        return site.page(request, "queues.html", sess, queues=queues)
+
+    @app.get("/queues/{queue}")
+    def queue_page(request: Request, queue: str):
+        sess, user = site.login_required(request)
+        lead = user["role"] == "lead"
+        checks = site.store.checks(queue) if lead else site.store.checks(queue, reviewer=user["name"])
+        return site.page(request, "queue.html", sess, queue=queue, checks=checks, lead=lead,
+                         progress=site.store.progress(queue, user["name"]))
+
+    @app.post("/queues/{queue}/next")
+    async def next_item(request: Request, queue: str):
+        sess, user = site.login_required(request)
+        await site.form(request, sess)
+        return site.to_next(request, sess, queue, user["name"])
+
+
+def _check_routes(app, site: ReviewSite) -> None:
+    from fastapi import Request
+
+    @app.get("/checks/{check_id}")
     def show_check(request: Request, check_id: str):
-        sess = session(request)
-        user = current_user(sess)
-        if not user:
-            return redirect(request, "/login", sess)
-        return check_page(request, sess, user, visible_check(user, check_id))
+        sess, user = site.login_required(request)
+        return site.check_page(request, sess, user, site.visible_check(user, check_id))
 
     @app.post("/checks/{check_id}")
     async def decide(request: Request, check_id: str):
-        sess = session(request)
-        user = current_user(sess)
-        if not user:
-            return redirect(request, "/login", sess)
-        form = await form_of(request, sess)
-        check = visible_check(user, check_id)
+        sess, user = site.login_required(request)
+        form = await site.form(request, sess)
+        check = site.visible_check(user, check_id)
         action = str(form.get("action", ""))
         if action not in REVIEW_DECISIONS:
-            return check_page(request, sess, user, check, 400, f"unknown action {action!r}")
+            return site.check_page(request, sess, user, check, 400, f"unknown action {action!r}")
         correction = None
         if action == "correct":
             correction = {"decision": str(form.get("decision", "")), "policies": [str(p) for p in form.getlist("policy")],
                           "rationale": str(form.get("rationale", ""))}
+        as_lead = user["role"] == "lead" and check.assigned_to != user["name"]
         try:
-            version = int(form.get("version", "-1"))
-            store.decide(check_id, user["name"], version, action, notes=str(form.get("notes", "")),
-                         correction=correction, lead=user["role"] == "lead" and check.assigned_to != user["name"])
+            site.store.decide(check_id, user["name"], int(form.get("version", "-1")), action,
+                              notes=str(form.get("notes", "")), correction=correction, lead=as_lead)
         except ReviewConflict as exc:
-            return check_page(request, sess, user, store.get(check_id), 409, str(exc))
+            return site.check_page(request, sess, user, site.store.get(check_id), 409, str(exc))
         except (InputError, ValueError) as exc:
-            return check_page(request, sess, user, check, 400, str(exc))
-        return _to_next(request, sess, check.queue, user["name"])
+            return site.check_page(request, sess, user, check, 400, str(exc))
+        return site.to_next(request, sess, check.queue, user["name"])
 
-    @app.get("/dashboard", response_class=HTMLResponse)
+
+def _dashboard_routes(app, site: ReviewSite) -> None:
+    from fastapi import Request
+    from markupsafe import Markup
+
+    @app.get("/dashboard")
     def dashboard_page(request: Request, queue: str | None = None):
-        sess = session(request)
-        user = current_user(sess)
-        if not user:
-            return redirect(request, "/login", sess)
+        sess, user = site.login_required(request)
         if user["role"] != "lead":
             raise PermissionError("the dashboard is for leads")
-        from markupsafe import Markup
-
-        stats = dashboard.summary(store.checks(queue))
+        stats = dashboard.summary(site.store.checks(queue or None))
         charts = [Markup(svg) for svg in dashboard.charts(stats)]  # built from escaped labels
-        return page(request, "dashboard.html", sess, stats=stats, charts=charts, queue=queue,
-                    queues=[q["name"] for q in store.queues()])
-
-    return app
+        return site.page(request, "dashboard.html", sess, stats=stats, charts=charts, queue=queue,
+                         queues=[q["name"] for q in site.store.queues()])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _sample(args) -> int:
     items = sample.join_items([r for r, _ in picked], args.input, fmt=args.format,
                               columns=parse_column_map(args.columns), default_kind=args.kind)
     entries = sample.queue_entries(picked, items, config)
-    name = args.queue or f"{Path(args.run).stem}-{args.strategy}-s{args.seed}"
+    name = args.queue or re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(args.run).stem}-{args.strategy}-s{args.seed}")
     params = {"run": str(args.run), "input": str(args.input), "compare": args.compare, "strategy": args.strategy,
               "n": args.n, "audit_rate": args.audit_rate, "seed": args.seed, "overlap": args.overlap}
     store = _open(args.db)

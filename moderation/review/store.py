@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from moderation.review.verdicts import item_from_record, reviewer_verdict
 logger = logging.getLogger(__name__)
 
 ROLES = ("reviewer", "lead")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # used in URLs as it is
 
 
 class ReviewConflict(ModerationError):
@@ -147,6 +149,8 @@ class Store:
         Raises:
             InputError: a queue of that name exists already.
         """
+        if not QUEUE_NAME.fullmatch(name):
+            raise InputError(f"queue name must be 1-100 letters, digits, '.', '-' or '_', got {name!r}")
         stamp = now_iso()
         with self.db.transaction():
             if self.db.one("SELECT name FROM queues WHERE name = ?", (name,)):
