@@ -82,6 +82,21 @@ def fresh_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
+@pytest.fixture(scope="module")
+def pg_server():
+    """A PostgreSQL server for the module's tests (import this fixture into a test module)."""
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh store URL: an SQLite file, then a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "checks.sqlite")
+    return fresh_database(request.getfixturevalue("pg_server"))
+
+
 def chromium_or_skip() -> str:
     if not Path(CHROMIUM).exists():
         missing("Chromium (Debian package chromium)")

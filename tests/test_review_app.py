@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from review_services import entries
+from review_services import entries, pg_server, store_url  # noqa: F401 (fixtures)
 
 from moderation.review import auth
 from moderation.review.app import CSP, highlight, create_app
@@ -13,8 +13,8 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "app.sqlite")
+def store(store_url):
+    s = Store(store_url)
     s.add_user("ann", "reviewer", auth.hash_password(PASSWORD))
     s.add_user("bob", "reviewer", auth.hash_password(PASSWORD))
     s.add_user("lee", "lead", auth.hash_password(PASSWORD))

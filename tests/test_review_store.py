@@ -9,25 +9,12 @@ from datetime import datetime
 
 import pytest
 from jsonschema import Draft202012Validator
-from review_services import entries, fresh_database, postgres_cluster
+from review_services import entries, pg_server, store_url  # noqa: F401 (fixtures)
 
 from moderation.errors import ConfigError, InputError
 from moderation.review.db import MIGRATIONS, parse_url
 from moderation.review.store import ReviewConflict, Store, StoreConfig
 from moderation.schema import verdict_schema
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    with postgres_cluster() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "checks.sqlite")
-    return fresh_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture

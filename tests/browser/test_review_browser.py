@@ -156,6 +156,11 @@ def test_reviewing_a_queue_with_the_keyboard(server, capsys):
     assert fix.review_decision == "correct" and fix.reviewer_verdict["decision"] == "restrict"
     assert [v["policy"] for v in fix.reviewer_verdict["violations"]] == ["restricted_item", "missing_required_info"]
     assert sum(c.review_decision == "accept" for c in checks.values()) == 23
+    out = Path(db).parent / "checks.jsonl"
+    moderation("review", "export", str(db), "--queue", "solo", "--format", "jsonl", "-o", str(out))
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(exported) == 24 and {r["check_id"] for r in exported} == set(checks)
+    assert next(r for r in exported if r["check_id"] == corrected)["reviewer_verdict"]["decision"] == "restrict"
     rate = reviewed / elapsed * 60
     with capsys.disabled():
         print(f"\nbrowser review throughput: {reviewed} items in {elapsed:.1f}s = {rate:.0f} items/min (keyboard, one reviewer)")
