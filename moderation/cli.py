@@ -223,6 +223,8 @@ def _run_figures(stats) -> dict:
         "items_per_s": round(stats.items_per_s, 3),
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
+        "cached_prompt_tokens": stats.cached_tokens,
+        "prefix_cache_hit_rate": round(stats.prefix_cache_hit_rate, 4),
     }
 
 
@@ -232,7 +234,8 @@ def _print_summary(summary: dict, output, summary_path: Path | None = None) -> N
     run = summary.get("this_run")
     if run:
         print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s), "
-              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache")
+              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache, "
+              f"{run['prefix_cache_hit_rate']:.0%} of prompt tokens from the prefix cache")
     for title, key in (("decisions", "decisions"), ("policies flagged", "policies"), ("kinds", "kinds"),
                        ("errors by stage", "errors_by_stage"), ("top error reasons", "top_error_reasons")):
         if summary[key]:

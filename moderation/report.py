@@ -16,7 +16,7 @@ from moderation.schema import DECISIONS, POLICY_IDS
 MAIN_COLUMNS = [
     ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("decision_accuracy", "decision acc."),
     ("clean_fpr", "FPR on clean"), ("tpr_at_5pct_fpr", "TPR@5%FPR"), ("tpr_at_1pct_fpr", "TPR@1%FPR"),
-    ("macro_auprc", "macro AUPRC"), ("macro_roc_auc", "macro ROC-AUC"), ("schema_valid_rate", "valid"),
+    ("macro_auprc", "macro AUPRC"), ("macro_roc_auc", "macro ROC-AUC"), ("ece", "ECE"), ("schema_valid_rate", "valid"),
 ]
 
 
@@ -80,6 +80,8 @@ def plot_all(results: list[SystemResult], out_dir: Path) -> list[Path]:
         paths.append(_plot_pr(set_name, rs, out_dir / f"pr_{set_name}.png"))
         if per_policy_table(rs):
             paths.append(_plot_f1_bars(set_name, rs, out_dir / f"f1_{set_name}.png"))
+        if any("ece" in r.metrics for r in rs):
+            paths.append(_plot_reliability(set_name, rs, out_dir / f"calibration_{set_name}.png"))
         for r in rs:
             if any(d is not None for d in r.labels.gold_decision):  # only sets that label decisions
                 paths.append(_plot_confusion(r, out_dir / f"confusion_{set_name}_{r.system}.png"))
@@ -98,6 +100,27 @@ def _plot_pr(set_name: str, rs: list[SystemResult], path: Path) -> Path:
             precision, recall, _ = precision_recall_curve(y, s)
             ax.plot(recall, precision, label=f"{r.system} (AUPRC {r.metrics.get('macro_auprc', float('nan')):.2f})")
     ax.set(xlabel="recall", ylabel="precision", title=f"{set_name}: micro PR curve", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_reliability(set_name: str, rs: list[SystemResult], path: Path) -> Path:
+    """Reliability diagram: observed violation frequency against score, per system."""
+    import matplotlib.pyplot as plt
+
+    from moderation.metrics import reliability
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    for r in rs:
+        present, valid = r.labels.gold.any(0), r.labels.valid
+        if "ece" in r.metrics:
+            conf, freq, _ = reliability(r.labels.gold[valid][:, present], r.labels.scores[valid][:, present])
+            ax.plot(conf, freq, marker="o", label=f"{r.system} (ECE {r.metrics['ece']:.3f})")
+    ax.set(xlabel="score", ylabel="share that violates", title=f"{set_name}: calibration", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

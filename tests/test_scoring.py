@@ -108,3 +108,34 @@ def test_ece_is_zero_when_calibrated_and_large_when_overconfident():
     assert ece(y, np.where(p > 0.5, 1.0, 0.0)) > 0.2
     conf, freq, count = reliability(y, p)
     assert count.sum() == 20000 and np.all(np.abs(conf - freq) < 0.05)
+
+
+def test_eval_chooses_llm_thresholds_on_dev_and_run_applies_them(tmp_path):
+    from conftest import DEMO
+
+    from moderation.cli import main
+
+    out_dir = tmp_path / "eval"
+    assert main(["eval", "--sets", "marketplace", "--systems", "llm", "--backend", "fake", "--sample", "30",
+                 "--llm-dev", "30", "--bootstrap", "50", "--out-dir", str(out_dir), "--no-progress"]) == 0
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    systems = {r["system"]: r for r in metrics["results"]}
+    assert set(systems) == {"llm", "llm@dev-thresholds"}
+    assert "ece" in systems["llm"]["metrics"] and systems["llm"]["speed"]["scored_share"] == 1.0
+    assert (out_dir / "calibration_marketplace.png").stat().st_size > 0
+    thresholds = out_dir / "thresholds" / "marketplace.json"
+    assert set(json.loads(thresholds.read_text())) == set(POLICY_IDS)
+    out = tmp_path / "run.jsonl"
+    assert main(["run", str(DEMO), "-o", str(out), "--backend", "fake", "--thresholds", str(thresholds), "--no-progress"]) == 0
+    assert all("flagged" in r for r in read_jsonl(out) if "verdict" in r)
+
+
+def test_bad_thresholds_file_is_a_usage_error(tmp_path, capsys):
+    from conftest import DEMO
+
+    from moderation.cli import main
+
+    bad = tmp_path / "t.json"
+    bad.write_text('{"spam": 3}')
+    assert main(["run", str(DEMO), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake", "--thresholds", str(bad)]) == 2
+    assert "number in [0, 1]" in capsys.readouterr().err
