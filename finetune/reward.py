@@ -41,7 +41,7 @@ def main(script_args, training_args, model_args):
         figures["accuracy_after"] = trainer.evaluate()["eval_accuracy"]
     trainer.save_model(training_args.output_dir)
     Path(training_args.output_dir, "pairwise_accuracy.json").write_text(json.dumps(figures, indent=2) + "\n")
-    trainer.log(figures)
+    trainer.log(dict(figures))  # log() adds the epoch to the dict it is given
     return trainer, figures
 
 

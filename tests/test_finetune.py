@@ -1,0 +1,114 @@
+"""CPU smoke tests of the training scripts: 2 steps each on tiny data with a tiny random Llama,
+asserting that the trainable weights changed (trl's own test_sft_trainer.py does the same)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # finetune/ is scripts, not an installed package
+from finetune import dpo, export, reward, sft  # noqa: E402
+
+PROMPT = [{"role": "system", "content": "You moderate marketplace items."},
+          {"role": "user", "content": "Moderate this live_chat item.\n<item>\n{\"text\": \"WIN a free cruise, text CLAIM\"}\n</item>"}]
+ALLOW = '{"decision":"allow","violations":[],"rationale":"No policy is broken."}'
+SPAM = ('{"decision":"remove","violations":[{"policy":"spam","severity":"low","evidence":"WIN a free cruise"}],'
+        '"rationale":"Breaks spam."}')
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random LlamaForCausalLM (hidden 32, 2 layers) with the default model's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from moderation.model import prepare_default_model
+
+    tokenizer = AutoTokenizer.from_pretrained(prepare_default_model())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def write_rows(folder, split_rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in split_rows.items():
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({**r, "source": "test"}) + "\n" for r in rows))
+    return str(folder)
+
+
+def assistant(text):
+    return [{"role": "assistant", "content": text}]
+
+
+def common_args(out_dir, model):
+    return ["--model_name_or_path", model, "--output_dir", str(out_dir), "--max_steps", "2", "--report_to", "none",
+            "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--logging_steps", "1",
+            "--save_strategy", "no", "--use_cpu", "true", "--max_length", "128", "--use_peft", "true",
+            "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"]
+
+
+def trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_changed(before, model):
+    after = dict(model.named_parameters())
+    assert before, "nothing was trainable"
+    changed = [n for n, p in before.items() if not torch.equal(p, after[n].detach())]
+    # LoRA A matrices get no gradient on the first step (B starts at zero), so look at B and heads
+    assert any("lora_B" in n or "score" in n for n in changed), f"no trainable weight changed: {list(before)[:4]}"
+
+
+def run_two_steps(module, argv, monkeypatch):
+    """Parse like the script does, wrap train() to snapshot the weights first, then run main()."""
+    from transformers import Trainer
+
+    snapshot = {}
+    original = Trainer.train
+
+    def train(self, *a, **k):
+        snapshot.update(trainable(self.model))
+        snapshot["__model__"] = self.model
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train", train)
+    result = module.main(*module.make_parser().parse_args_and_config(args=argv))
+    model = snapshot.pop("__model__")
+    assert_changed(snapshot, model)
+    return result
+
+
+def test_sft_two_steps_change_lora_weights_and_mask_the_prompt(tmp_path, tiny_model, monkeypatch):
+    rows = [{"messages": [*PROMPT, *assistant(v)]} for v in (SPAM, ALLOW, SPAM, ALLOW)]
+    data = write_rows(tmp_path / "sft", {"train": rows})
+    trainer, _ = run_two_steps(sft, [*common_args(tmp_path / "out", tiny_model), "--dataset_name", data], monkeypatch)
+    example = trainer.train_dataset[0]
+    masked = [label == -100 for label in example["labels"]]
+    assert 0 < sum(masked) < len(masked) and not masked[-2]  # loss on the verdict only, prompt masked
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    merged = export.merge(tmp_path / "out", tmp_path / "merged")
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+
+
+def test_reward_two_steps_change_weights_and_report_pairwise_accuracy(tmp_path, tiny_model, monkeypatch):
+    pairs = [{"prompt": PROMPT, "chosen": assistant(SPAM), "rejected": assistant(ALLOW)}] * 4
+    data = write_rows(tmp_path / "pref", {"train": pairs, "test": pairs[:2]})
+    argv = [*common_args(tmp_path / "rm", tiny_model), "--dataset_name", data, "--lora_task_type", "SEQ_CLS",
+            "--lora_modules_to_save", "score"]
+    _, figures = run_two_steps(reward, argv, monkeypatch)
+    saved = json.loads((tmp_path / "rm" / "pairwise_accuracy.json").read_text())
+    assert saved == figures and 0 <= figures["accuracy_after"] <= 1 and figures["pairs_held_out"] == 2
+
+
+def test_dpo_two_steps_change_lora_weights(tmp_path, tiny_model, monkeypatch):
+    pairs = [{"prompt": PROMPT, "chosen": assistant(SPAM), "rejected": assistant(ALLOW)}] * 4
+    data = write_rows(tmp_path / "pref", {"train": pairs})
+    run_two_steps(dpo, [*common_args(tmp_path / "dpo", tiny_model), "--dataset_name", data], monkeypatch)
+    assert (tmp_path / "dpo" / "adapter_model.safetensors").is_file()
