@@ -87,7 +87,11 @@ def label_studio_export(tasks):
     # Task 3: skipped in Label Studio.
     out[2]["annotations"] = [{"id": 14, "completed_by": 7, "was_cancelled": True, "result": [],
                               "created_at": "2026-11-20T10:03:00Z", "updated_at": "2026-11-20T10:03:00Z"}]
-    # Tasks 4-6: not annotated yet.
+    # Task 4: a choice our config does not have (an edited labelling config): reported, not stored.
+    out[3]["annotations"] = [{"id": 15, "completed_by": 7, "was_cancelled": False, "created_at": "2026-11-20T10:04:00Z",
+                              "updated_at": "2026-11-20T10:04:00Z",
+                              "result": [_choices("decision", ["remove"], "d1"), _choices("policies", ["weapons"], "d2")]}]
+    # Tasks 5-6: not annotated yet.
     return out
 
 
@@ -105,7 +109,7 @@ def test_label_studio_round_trip(store, tmp_path, capsys):
     exported = tmp_path / "project-3-at-2026-11-20.json"
     exported.write_text(json.dumps(label_studio_export(tasks)))
     assert main(["review", "import", store.url, str(exported)]) == 0
-    assert "3 imported, 0 already done, 3 unannotated" in capsys.readouterr().out
+    assert "3 imported, 0 already done, 1 invalid, 2 unannotated, 0 unknown check" in capsys.readouterr().out
     by_item = {c.item["id"]: c for c in store.checks("q")}
     assert by_item["it-000"].review_decision == "accept" and by_item["it-000"].reviewer == "label-studio:7"
     kim = by_item["it-001"]

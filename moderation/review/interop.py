@@ -151,7 +151,7 @@ def import_label_studio(store: Store, path: str | Path) -> dict[str, int]:
         raise InputError(f"cannot read Label Studio export {path}: {exc}") from None
     if not isinstance(tasks, list):
         raise InputError(f"{path}: a Label Studio JSON export is a list of tasks")
-    counts = {"imported": 0, "already_done": 0, "unannotated": 0, "unknown_check": 0}
+    counts = {"imported": 0, "already_done": 0, "invalid": 0, "unannotated": 0, "unknown_check": 0}
     for task in tasks:
         check_id = (task.get("data") or {}).get("check_id")
         annotations = sorted((a for a in task.get("annotations") or []), key=lambda a: a.get("updated_at") or "")
@@ -164,7 +164,12 @@ def import_label_studio(store: Store, path: str | Path) -> dict[str, int]:
             counts["unknown_check"] += 1
             continue
         annotation = annotations[-1]  # the latest word on the task
-        decision, verdict, notes = annotation_decision(check, annotation)
+        try:
+            decision, verdict, notes = annotation_decision(check, annotation)
+        except InputError as exc:  # e.g. a labelling config with other choices: report, go on
+            logger.warning("task %s (check %s): %s", task.get("id"), check.check_id, exc)
+            counts["invalid"] += 1
+            continue
         ok = store.import_decision(check.check_id, _annotator(annotation), decision, verdict, notes, source=str(path))
         counts["imported" if ok else "already_done"] += 1
     logger.info("Label Studio import from %s: %s", path, counts)
