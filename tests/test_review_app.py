@@ -150,3 +150,18 @@ def test_keyboard_script_and_styles_are_served(store):
     js = c.get("/static/review.js")
     assert js.status_code == 200 and "keydown" in js.text
     assert c.get("/static/review.css").status_code == 200
+
+
+def test_cli_user_add_hashes_the_password_and_checks_it(tmp_path, monkeypatch, capsys):
+    from moderation.cli import main
+
+    db = str(tmp_path / "users.sqlite")
+    monkeypatch.setenv("NEW_PW", "a-long-password")
+    assert main(["review", "user", "add", "kim", "--role", "lead", "--password-env", "NEW_PW", "--db", db]) == 0
+    user = Store(db).user("kim")
+    assert user["role"] == "lead" and auth.check_password("a-long-password", user["password_hash"])
+    monkeypatch.setenv("NEW_PW", "short")
+    assert main(["review", "user", "add", "kim", "--password-env", "NEW_PW", "--db", db]) == 2
+    assert main(["review", "user", "add", "kim", "--password-env", "UNSET_VAR_XYZ", "--db", db]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    assert [a["action"] for a in Store(db).audit_log()] == ["user_add"]
