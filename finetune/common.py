@@ -11,7 +11,7 @@ def resolve(model_name_or_path: str) -> str:
         from moderation.model import resolve_model
 
         return str(resolve_model(model_name_or_path))
-    return model_name_or_path
+    return str(Path(model_name_or_path).expanduser()) if model_name_or_path.startswith("~") else model_name_or_path
 
 
 def load_curated(path: str, split: str | None = None):

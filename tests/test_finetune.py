@@ -112,3 +112,13 @@ def test_dpo_two_steps_change_lora_weights(tmp_path, tiny_model, monkeypatch):
     data = write_rows(tmp_path / "pref", {"train": pairs})
     run_two_steps(dpo, [*common_args(tmp_path / "dpo", tiny_model), "--dataset_name", data], monkeypatch)
     assert (tmp_path / "dpo" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("script, config", [(sft, "sft_smollm2_cpu.yaml"),
+                                            (reward, "reward_smollm2_cpu.yaml"), (dpo, "dpo_smollm2_cpu.yaml")])
+def test_configs_parse(script, config):
+    """The CPU configs (the GPU one asks for bf16, which a CPU-only CI cannot parse)."""
+    root = Path(__file__).resolve().parent.parent
+    script_args, training_args, model_args = script.make_parser().parse_args_and_config(
+        args=["--config", str(root / "finetune" / "configs" / config)])
+    assert script_args.dataset_name.startswith("data/curated/") and model_args.use_peft and training_args.report_to == []
