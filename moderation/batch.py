@@ -189,7 +189,7 @@ def _same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in SOURCE_KEYS)
 
 
-def _record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
+def output_record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
             thresholds: dict[str, float] | None = None) -> dict:
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": row.id, "line": line}
     if isinstance(row, Item):
@@ -264,7 +264,7 @@ class BatchRunner:
         records = []
         for line, row in pending:
             outcome, cached = next(outcomes) if isinstance(row, Item) else (None, False)
-            records.append(_record(line, row, provenance, outcome, cached, self.options.thresholds))
+            records.append(output_record(line, row, provenance, outcome, cached, self.options.thresholds))
         out.append(records)
         self._count(records)
         if progress is not None:

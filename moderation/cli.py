@@ -84,6 +84,23 @@ def _add_eval(sub) -> None:
     c.add_argument("--json", help="also write the comparison, with the flipped items, to this JSON file")
 
 
+def _add_serve(sub) -> None:
+    from moderation.serve import ServeOptions
+
+    d = ServeOptions()
+    p = sub.add_parser("serve", help="serve verdicts over HTTP: POST /v1/moderate, GET /healthz, GET /metrics")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"items per engine call (default {d.max_batch})")
+    p.add_argument("--max-wait-ms", type=int, default=d.max_wait_ms, help=f"wait for a batch to fill (default {d.max_wait_ms})")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"items waiting before 429 (default {d.max_queue})")
+    p.add_argument("--max-items", type=int, default=d.max_items, help=f"items per request (default {d.max_items})")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"largest body (default {d.max_body_bytes})")
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help=f"seconds a request waits before 504 (default {d.timeout_s:g})")
+    p.add_argument("--journal", help="append every record to this run file (reloaded on start, for idempotent retries)")
+    _add_backend_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moderation", description="LLM moderation of marketplace items.")
     parser.add_argument("--version", action="version", version=f"moderation {__version__}")
@@ -91,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_eval(sub)
+    _add_serve(sub)
     p = sub.add_parser("summary", help="print the summary of an output file")
     p.add_argument("output", help="a JSONL file written by `moderation run`")
     add_curate_parser(sub)
@@ -271,7 +289,36 @@ def cmd_eval(args) -> int:
     return evaluate_sets(args, _build_moderator)
 
 
-COMMANDS = {"run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate}
+def cmd_serve(args) -> int:
+    import signal
+
+    import uvicorn
+
+    from moderation.serve import Metrics, ModerationService, ServeOptions, create_app
+
+    options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                           max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout_s=args.timeout_s,
+                           journal=Path(args.journal) if args.journal else None)
+    adapters = _adapters(args.adapter)
+    base = _build_moderator(args, adapters)
+    moderators = {None: base, **{a.name: base.with_adapter(a) for a in adapters}}
+    metrics = Metrics()
+    app = create_app(ModerationService(moderators, options, metrics), metrics)
+    print(f"serving on http://{args.host}:{args.port}/v1/moderate (adapters: {[a.name for a in adapters] or 'none'})",
+          file=sys.stderr)
+    # On SIGTERM/SIGINT uvicorn stops accepting, waits for requests in flight, then the app drains its
+    # queue; it then re-raises the signal into the handler it found. For SIGTERM that handler does
+    # nothing, so the engine below is closed and the exit code is 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                    timeout_graceful_shutdown=int(options.timeout_s) + 5)
+    finally:
+        base.backend.close()
+    return EXIT_OK
+
+
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate}
 COMMANDS["review"] = review_cli.cmd_review
 
 

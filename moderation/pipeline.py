@@ -69,6 +69,11 @@ class Moderator:
         self.adapter = adapter
         self.scores = scores and hasattr(backend, "label_probs")
 
+    def with_adapter(self, adapter: Adapter | None) -> Moderator:
+        """The same moderator (backend, policy, prompt, settings) asking for another adapter."""
+        return Moderator(self.backend, self.policy, self.template, max_attempts=self.max_attempts,
+                         grounded_evidence=self.grounded_evidence, adapter=adapter, scores=self.scores)
+
     @property
     def adapter_name(self) -> str | None:
         return self.adapter.name if self.adapter else None

@@ -1,0 +1,354 @@
+"""`moderation serve`: the engine behind an HTTP API, with the same verdict records as `run`.
+
+Requests put items on one bounded queue; a single worker thread takes up to `max_batch`
+items at a time (waiting at most `max_wait_ms` for a batch to fill), so concurrent clients
+share large engine batches. The item id is the idempotency key: a retried id with the same
+content (and adapter) gets the stored record, or waits on the same in-flight work; nothing is
+moderated twice. With `--journal`, every record is appended (fsynced) to a run file, which
+is reloaded on start, so retries after a restart are answered from it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moderation.batch import OutputFile, VerdictCache, output_record, read_output
+from moderation.errors import BackendError, ConfigError, ModerationError
+from moderation.items import Item, ReadLimits, RowError, build_item
+from moderation.pipeline import Moderator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Limits and batching of the server."""
+
+    max_batch: int = field(default=64, metadata={"help": "Items per engine call."})
+    max_wait_ms: int = field(default=20, metadata={"help": "How long the worker waits for a batch to fill."})
+    max_queue: int = field(default=1024, metadata={"help": "Items waiting for the engine; beyond it requests get 429."})
+    max_items: int = field(default=256, metadata={"help": "Items per request."})
+    max_body_bytes: int = field(default=2_000_000, metadata={"help": "Largest request body."})
+    timeout_s: float = field(default=120.0, metadata={"help": "How long a request waits for its verdicts before 504."})
+    remember: int = field(default=1_000_000, metadata={"help": "Item ids kept in memory for idempotent retries."})
+    journal: Path | None = field(default=None, metadata={"help": "Run file every record is appended to, reloaded on start."})
+    limits: ReadLimits = field(default_factory=ReadLimits, metadata={"help": "Per-item size limits, as for `run`."})
+
+    def __post_init__(self):
+        for name in ("max_batch", "max_queue", "max_items", "max_body_bytes", "remember"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ServeOptions.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0:
+            raise ConfigError(f"ServeOptions: max_wait_ms must be >= 0 and timeout_s > 0, got {self.max_wait_ms}, {self.timeout_s}")
+
+
+class RequestError(ModerationError):
+    """A request the server refuses, with its HTTP status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+@dataclass
+class _Job:
+    item: Item
+    adapter: str | None
+    future: Future
+
+
+class ModerationService:
+    """The queue, the worker thread and the idempotency store behind the HTTP API.
+
+    Args:
+        moderators: one Moderator per adapter name (None: the base model), sharing a backend.
+        options: limits and batching.
+        metrics: a `Metrics` to update, or None.
+    """
+
+    def __init__(self, moderators: dict[str | None, Moderator], options: ServeOptions, metrics: Metrics | None = None):
+        self.moderators, self.options, self.metrics = moderators, options, metrics
+        self.jobs: queue.Queue[_Job] = queue.Queue()
+        self.queued = 0
+        self.lock = threading.Lock()
+        self.known: OrderedDict[str, tuple[tuple, Future]] = OrderedDict()
+        self.stopping = threading.Event()
+        self.worker = threading.Thread(target=self._loop, name="moderation-worker", daemon=True)
+        self.journal: OutputFile | None = None
+        self.line = 0
+        if options.journal is not None:
+            self._open_journal(Path(options.journal))
+
+    def _open_journal(self, path: Path) -> None:
+        base = self.moderators[None]
+        self.journal = OutputFile(path, VerdictCache(1), base.provenance())
+        for record in read_output(path):
+            self.line = max(self.line, record["line"])
+            if record.get("id") and "content_sha" in record:
+                done: Future = Future()
+                done.set_result(record)
+                self.known[record["id"]] = ((record["content_sha"], record["provenance"].get("adapter")), done)
+        logger.info("journal %s: %d records reloaded", path, len(self.known))
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def alive(self) -> bool:
+        return self.worker.is_alive() and not self.stopping.is_set()
+
+    def submit(self, items: list[Item], adapter: str | None) -> list[Future]:
+        """Futures of the records for `items`, all queued or none.
+
+        Raises:
+            RequestError: 409 for an id seen with other content, 429 when the queue is full,
+                422 for an unknown adapter, 503 while shutting down.
+        """
+        if adapter not in self.moderators:
+            raise RequestError(422, f"unknown adapter {adapter!r}; this server has {sorted(a for a in self.moderators if a)}")
+        with self.lock:
+            if self.stopping.is_set():
+                raise RequestError(503, "shutting down")
+            futures, fresh = self._lookup(items, adapter)
+            if self.queued + len(fresh) > self.options.max_queue:
+                self._forget(fresh)
+                raise RequestError(429, f"queue full ({self.queued} items waiting)", {"Retry-After": "1"})
+            self.queued += len(fresh)
+        for job in fresh:
+            self.jobs.put(job)
+        if self.metrics:
+            self.metrics.items.labels("replayed").inc(len(items) - len(fresh))
+            self.metrics.queue_depth.set(self.queued)
+        return futures
+
+    def _lookup(self, items: list[Item], adapter: str | None) -> tuple[list[Future], list[_Job]]:
+        futures, fresh = [], []
+        seen: dict[str, tuple[tuple, Future]] = {}
+        for item in items:
+            fingerprint = (item.content_sha, adapter)
+            if item.id in seen:  # the same id twice in one request: one verdict, if the content agrees
+                if seen[item.id][0] != fingerprint:
+                    self._forget(fresh)
+                    raise RequestError(422, f"item id {item.id!r} appears twice in the request with different content")
+                futures.append(seen[item.id][1])
+                continue
+            known = self.known.get(item.id)
+            if known is not None and known[0] != fingerprint:
+                self._forget(fresh)
+                raise RequestError(409, f"item id {item.id!r} was already moderated with other content or adapter; "
+                                        "ids are idempotency keys: use a new id for new content")
+            if known is None:
+                job = _Job(item, adapter, Future())
+                self.known[item.id] = (fingerprint, job.future)
+                fresh.append(job)
+                future = job.future
+            else:
+                self.known.move_to_end(item.id)
+                future = known[1]
+            seen[item.id] = (fingerprint, future)
+            futures.append(future)
+        while len(self.known) > self.options.remember:
+            self.known.popitem(last=False)
+        return futures, fresh
+
+    def _forget(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            self.known.pop(job.item.id, None)
+
+    def _take(self) -> list[_Job]:
+        """The next batch: blocks for a first job, then waits up to max_wait_ms to fill."""
+        while True:
+            try:
+                first = self.jobs.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self.stopping.is_set():
+                    return []
+        batch, deadline = [first], time.monotonic() + self.options.max_wait_ms / 1000
+        while len(batch) < self.options.max_batch:
+            try:
+                batch.append(self.jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _loop(self) -> None:
+        while batch := self._take():
+            with self.lock:
+                self.queued -= len(batch)
+            for adapter in dict.fromkeys(job.adapter for job in batch):
+                self._run([job for job in batch if job.adapter == adapter], self.moderators[adapter])
+            if self.metrics:
+                self.metrics.queue_depth.set(self.queued)
+
+    def _run(self, jobs: list[_Job], moderator: Moderator) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = moderator.moderate([job.item for job in jobs])
+        except Exception as exc:  # the engine failed as a whole: fail these requests, forget the ids
+            logger.exception("engine call failed")
+            with self.lock:
+                self._forget(jobs)
+            for job in jobs:
+                job.future.set_exception(BackendError(f"engine failed: {exc}"))
+            return
+        provenance = moderator.provenance()
+        records = []
+        for job, outcome in zip(jobs, outcomes):
+            self.line += 1
+            records.append(output_record(self.line, job.item, provenance, outcome, cached=False))
+        if self.journal is not None:
+            self.journal.append(records)  # durable before any client sees a verdict
+        for job, record in zip(jobs, records):
+            job.future.set_result(record)
+        if self.metrics:
+            self.metrics.observe_batch(records, outcomes, time.perf_counter() - started)
+
+    def close(self) -> None:
+        """Finish every queued item, then stop the worker (graceful shutdown)."""
+        self.stopping.set()
+        if self.worker.is_alive():
+            self.worker.join()
+        if self.journal is not None:
+            self.journal.close()
+
+
+class Metrics:
+    """Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("moderation_requests", "HTTP requests to /v1/moderate by status", ["status"], registry=r)
+        self.items = Counter("moderation_items", "Items answered, by outcome", ["outcome"], registry=r)
+        self.latency = Histogram("moderation_request_seconds", "Request latency of /v1/moderate", registry=r,
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.batch_size = Histogram("moderation_batch_items", "Items per engine call", registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_seconds = Histogram("moderation_batch_seconds", "Seconds per engine call", registry=r)
+        self.queue_depth = Gauge("moderation_queue_items", "Items waiting for the engine", registry=r)
+        self.prompt_tokens = Counter("moderation_prompt_tokens", "Prompt tokens sent to the engine", registry=r)
+        self.cached_tokens = Counter("moderation_cached_prompt_tokens", "Prompt tokens served from the prefix cache", registry=r)
+        self.completion_tokens = Counter("moderation_completion_tokens", "Tokens generated", registry=r)
+
+    def observe_batch(self, records: list[dict], outcomes: list, seconds: float) -> None:
+        self.batch_size.observe(len(records))
+        self.batch_seconds.observe(seconds)
+        for record, outcome in zip(records, outcomes):
+            self.items.labels("verdict" if "verdict" in record else "error").inc()
+            self.prompt_tokens.inc(outcome.prompt_tokens)
+            self.cached_tokens.inc(outcome.cached_tokens)
+            self.completion_tokens.inc(outcome.completion_tokens)
+
+
+def parse_body(body: bytes, options: ServeOptions) -> tuple[list[Item], str | None, bool]:
+    """(items, adapter, whether it was a batch) from a request body.
+
+    Raises:
+        RequestError: 400 for malformed JSON, 413 for too many items, 422 for a bad item.
+    """
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict) or ("item" in payload) == ("items" in payload):
+        raise RequestError(422, 'body must be an object with "item" (one item) or "items" (a list of items)')
+    unknown = set(payload) - {"item", "items", "adapter"}
+    if unknown:
+        raise RequestError(422, f"unknown fields {sorted(unknown)}")
+    batch = "items" in payload
+    raw = payload["items"] if batch else [payload["item"]]
+    if not isinstance(raw, list) or not raw:
+        raise RequestError(422, '"items" must be a non-empty list')
+    if len(raw) > options.max_items:
+        raise RequestError(413, f"{len(raw)} items in one request, over the limit of {options.max_items}")
+    adapter = payload.get("adapter")
+    if adapter is not None and not isinstance(adapter, str):
+        raise RequestError(422, '"adapter" must be a string')
+    items = []
+    for n, entry in enumerate(raw):
+        item = build_item(entry, n + 1, columns={}, default_kind="listing", limits=options.limits) if isinstance(entry, dict) \
+            else RowError(n + 1, None, "an item must be a JSON object")
+        if isinstance(item, RowError):
+            raise RequestError(422, f"item {n}: {item.reason}")
+        items.append(item)
+    return items, adapter, batch
+
+
+def create_app(service: ModerationService, metrics: Metrics | None = None):
+    """The FastAPI app: POST /v1/moderate, GET /healthz, GET /metrics."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.start()
+        yield
+        # uvicorn has stopped accepting and waited for in-flight requests; finish the queue.
+        await asyncio.to_thread(service.close)
+
+    app = FastAPI(title="moderation", lifespan=lifespan)
+
+    # Plain Starlette handlers (request in, response out): no dependency injection needed.
+    async def moderate(request):
+        started, headers = time.perf_counter(), None
+        try:
+            body = await _read_body(request, service.options.max_body_bytes)
+            items, adapter, batch = parse_body(body, service.options)
+            futures = service.submit(items, adapter)
+            records = await asyncio.wait_for(
+                asyncio.gather(*(asyncio.shield(asyncio.wrap_future(f)) for f in futures)), service.options.timeout_s)
+            status, content = 200, {"results": list(records)} if batch else records[0]
+        except RequestError as exc:
+            status, content, headers = exc.status, {"error": str(exc)}, exc.headers
+        except asyncio.TimeoutError:
+            status, content = 504, {"error": f"no verdict within {service.options.timeout_s}s; the work goes on: "
+                                             "retry with the same ids to get the verdicts"}
+        except BackendError as exc:
+            status, content = 503, {"error": str(exc)}
+        if metrics:
+            metrics.requests.labels(str(status)).inc()
+            metrics.latency.observe(time.perf_counter() - started)
+        return JSONResponse(content, status_code=status, headers=headers)
+
+    async def healthz(request):
+        ok = service.alive()
+        return JSONResponse({"status": "ok" if ok else "unavailable", "queued_items": service.queued,
+                             "model": service.moderators[None].provenance()["model"],
+                             "adapters": sorted(a for a in service.moderators if a)}, status_code=200 if ok else 503)
+
+    async def prometheus(request):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry) if metrics else b"", media_type=CONTENT_TYPE_LATEST)
+
+    app.add_route("/v1/moderate", moderate, methods=["POST"])
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.add_route("/metrics", prometheus, methods=["GET"])
+    return app
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` (before it is all read)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body of {declared} bytes, over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
