@@ -116,3 +116,23 @@ def test_vllm_and_transformers_give_the_same_label_probabilities(vllm_backend, t
         for a, b in zip(fast, slow):
             assert sum(a.values()) == pytest.approx(1, abs=1e-6)
             assert max(abs(a[k] - b[k]) for k in a) < 0.05, (a, b)
+
+
+def test_serve_gives_the_verdicts_run_gives_on_the_real_engine(vllm_backend, policy, template, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from moderation.serve import ModerationService, ServeOptions, create_app
+
+    rows = [json.loads(line) for line in DEMO.read_text().splitlines()[:6]]
+    out = tmp_path / "run.jsonl"
+    BatchRunner(Moderator(vllm_backend, policy, template), RunOptions(chunk_size=6)).run(demo_rows(6), out)
+    expected = {r["id"]: r for r in read_jsonl(out)}
+    service = ModerationService({None: Moderator(vllm_backend, policy, template)}, ServeOptions(max_wait_ms=200))
+    with TestClient(create_app(service)) as client:
+        response = client.post("/v1/moderate", json={"items": rows})
+    assert response.status_code == 200
+    for record in response.json()["results"]:
+        want = expected[record["id"]]
+        assert record.get("verdict") == want.get("verdict")
+        if "scores" in want:
+            assert record["scores"]["violation"] == pytest.approx(want["scores"]["violation"], abs=0.02)
