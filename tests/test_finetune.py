@@ -122,3 +122,18 @@ def test_configs_parse(script, config):
     script_args, training_args, model_args = script.make_parser().parse_args_and_config(
         args=["--config", str(root / "finetune" / "configs" / config)])
     assert script_args.dataset_name.startswith("data/curated/") and model_args.use_peft and training_args.report_to == []
+
+
+def test_score_verdicts_routes_the_lowest_rewards_and_measures_the_effect():
+    from finetune.score_verdicts import effect, route
+
+    routed, cut = route([0.5, -2.0, 1.5, -1.0, 3.0], share=0.4, cut=None)
+    assert routed == [False, True, False, True, False] and -1.0 <= cut < 0.5
+    assert route([0.5, -2.0], share=None, cut=0.0)[0] == [False, True]
+    spam = {"policy": "spam", "severity": "low", "evidence": "x"}
+    records = [{"id": "a", "verdict": {"violations": [spam]}}, {"id": "b", "verdict": {"violations": []}},
+               {"id": "c", "verdict": {"violations": [spam]}}]
+    gold = {"a": frozenset({"spam"}), "b": frozenset({"spam"}), "c": frozenset()}
+    summary = effect(records, gold, [False, True, True])
+    assert summary["kept"] == {"n": 1, "exact_match_accuracy": 1.0, "flagged": 1, "flag_precision": 1.0}
+    assert summary["routed"]["exact_match_accuracy"] == 0.0 and summary["routed"]["flag_precision"] == 0.0
