@@ -36,6 +36,7 @@ def _add_backend_args(p) -> None:
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                    help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
     p.add_argument("--max-model-len", type=int, default=8192, help="vLLM: prompt plus output tokens, at most (default 8192)")
+    p.add_argument("--block-size", type=int, help="vLLM: KV-cache block size in tokens (default: the engine's, 128 on CPU)")
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")
@@ -212,6 +213,7 @@ def _build_moderator(args, adapters=None):
         gpu_memory_utilization=args.gpu_memory_utilization,
         enforce_eager=args.enforce_eager,
         max_model_len=args.max_model_len,
+        block_size=args.block_size,
         base_url=args.base_url,
         concurrency=args.concurrency,
         adapters=adapters,

@@ -89,7 +89,8 @@ def worker(args) -> dict:
     items = [row for _, row in itertools.islice(read_items(Path(args.input)), args.items)]
     with TreeSampler() as sampler:
         started = time.perf_counter()
-        config = BackendConfig(max_tokens=args.max_tokens, batch_size=args.tf_batch, max_model_len=4096)
+        config = BackendConfig(max_tokens=args.max_tokens, batch_size=args.tf_batch, max_model_len=4096,
+                               block_size=args.block_size if args.worker == "vllm" else None)
         backend = load_backend(args.worker, config)
         moderator = Moderator(backend, load_policy(), load_template(), max_attempts=1, scores=args.scores)
         startup_s = time.perf_counter() - started
@@ -119,6 +120,7 @@ def worker(args) -> dict:
 def run_worker(args, backend: str, scores: bool) -> dict:
     cmd = [sys.executable, __file__, "--worker", backend, "--items", str(args.items), "--input", args.input,
            "--chunk", str(args.chunk), "--tf-batch", str(args.tf_batch), "--max-tokens", str(args.max_tokens)]
+    cmd += ["--block-size", str(args.block_size)] if args.block_size else []
     cmd += ["--scores"] if scores else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=32, help="items per engine call, both engines (default 32)")
     parser.add_argument("--tf-batch", type=int, default=8, help="transformers: sequences per generate() batch (default 8)")
     parser.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
+    parser.add_argument("--block-size", type=int, help="vLLM: KV-cache block size (default: the engine's, 128 on CPU)")
     parser.add_argument("--engines", default="vllm,transformers,vllm+scores", help="which of " + ", ".join(e[0] for e in ENGINES))
     parser.add_argument("--json", default=str(ROOT / "runs" / "benchmark_throughput.json"), help="figures as JSON")
     parser.add_argument("--markdown", help="also write the table and ratio as Markdown to this file")
@@ -175,6 +178,7 @@ def main() -> None:
         text += f"\n\n**vLLM / transformers items/s: {ratio:.1f}x** (target: at least 5x)"
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     header = (f"{args.items} items of {Path(args.input).name}, the default model, full policy prompt, "
+              f"vLLM block size {args.block_size or 'default'}, "
               f"{args.chunk} items per engine call, max {args.max_tokens} tokens, one attempt per item; {machine}; "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(header + "\n\n" + text)

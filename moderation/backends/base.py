@@ -20,6 +20,7 @@ class BackendConfig:
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
     enforce_eager: bool | None = field(default=None, metadata={"help": "vLLM: skip compilation and graph capture; None means yes on CPU, no on GPU."})
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
+    block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens (prefix caching reuses whole blocks); None: the engine's default (128 on CPU)."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})

@@ -46,6 +46,7 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
         "max_model_len": config.max_model_len,
         "dtype": config.dtype,
         "seed": config.seed,
+        **({"block_size": config.block_size} if config.block_size else {}),
         **lora,
     }
 
