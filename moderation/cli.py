@@ -12,6 +12,7 @@ from pathlib import Path
 from moderation import __version__
 from moderation.curate_cli import add_curate_parser, cmd_curate
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
+from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
 
 logger = logging.getLogger("moderation")
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory (once)")
     p.add_argument("--force", action="store_true", help="convert again even if prepared")
     review_cli.add_parser(sub)
+    merchants_cli.add_parser(sub)
     return parser
 
 
@@ -322,6 +324,7 @@ def cmd_serve(args) -> int:
 
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate}
 COMMANDS["review"] = review_cli.cmd_review
+COMMANDS["merchants"] = merchants_cli.cmd_merchants
 
 
 def main(argv: list[str] | None = None) -> int:

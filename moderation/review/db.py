@@ -58,6 +58,26 @@ MIGRATIONS: list[list[str | dict[str, str]]] = [
         "CREATE INDEX case_checks_claim ON case_checks (queue, status, position)",
         "CREATE INDEX case_checks_group ON case_checks (overlap_group)",
     ],
+    [  # 3: merchant health (moderation/merchants): model verdicts per item, health snapshots, tier
+        # transitions and appeals; changes to them are also written to audit_log
+        "CREATE TABLE merchant_inputs (item_id TEXT PRIMARY KEY, merchant TEXT NOT NULL, at TEXT NOT NULL,"
+        " run TEXT NOT NULL, record TEXT NOT NULL)",
+        "CREATE INDEX merchant_inputs_merchant ON merchant_inputs (merchant)",
+        "CREATE TABLE merchant_health (merchant TEXT PRIMARY KEY, tier TEXT NOT NULL, points DOUBLE PRECISION NOT NULL,"
+        " as_of TEXT NOT NULL, computed_at TEXT NOT NULL, config_version TEXT NOT NULL, record TEXT NOT NULL)",
+        {
+            "sqlite": "CREATE TABLE merchant_transitions (id INTEGER PRIMARY KEY AUTOINCREMENT, merchant TEXT NOT NULL,"
+            " at TEXT NOT NULL, as_of TEXT NOT NULL, from_tier TEXT, to_tier TEXT NOT NULL,"
+            " points DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL)",
+            "postgresql": "CREATE TABLE merchant_transitions (id BIGSERIAL PRIMARY KEY, merchant TEXT NOT NULL,"
+            " at TEXT NOT NULL, as_of TEXT NOT NULL, from_tier TEXT, to_tier TEXT NOT NULL,"
+            " points DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL)",
+        },
+        "CREATE TABLE merchant_appeals (appeal_id TEXT PRIMARY KEY, merchant TEXT NOT NULL, item_id TEXT NOT NULL,"
+        " check_id TEXT NOT NULL, policies TEXT NOT NULL, reason TEXT NOT NULL, status TEXT NOT NULL,"
+        " region TEXT, language TEXT, filed_by TEXT NOT NULL, created_at TEXT NOT NULL, resolved_at TEXT)",
+        "CREATE INDEX merchant_appeals_merchant ON merchant_appeals (merchant, status)",
+    ],
 ]
 
 
