@@ -1,0 +1,51 @@
+"""The onboarding (KYC) policy and prompt for shop profiles: they load, render for every region, and run."""
+
+import pytest
+from conftest import ROOT, read_jsonl, write_jsonl
+
+from moderation.cli import main
+from moderation.items import ReadLimits, build_item
+from moderation.policy import REQUIRED_REGIONS, load_policy
+from moderation.prompts import load_template
+
+KYC_POLICY, KYC_PROMPT = ROOT / "prompts" / "kyc.yaml", ROOT / "prompts" / "kyc.v1.txt"
+SHOP = {"id": "s1", "kind": "merchant", "name": "Apple Official Clearance Store", "about": "Licensed pharmacy too",
+        "business_type": "electronics reseller", "licence": "licensed", "contact": "WhatsApp +65 8123 4567",
+        "website": "apple-official-clearance.example", "categories": ["phones"], "language": "en"}
+
+
+def test_kyc_policy_maps_onboarding_concerns_onto_the_verdict_policy_ids():
+    policy = load_policy(KYC_POLICY)
+    assert policy.version.endswith("-kyc")
+    titles = {p.id: p.title for p in policy.policies}
+    assert titles["prohibited_item"] == "Prohibited business types"
+    assert "licence" in titles["missing_required_info"].lower()
+    assert "impersonation" in titles["counterfeit_ip"].lower()
+    assert "off the platform" in titles["off_platform_transaction"]
+
+
+@pytest.mark.parametrize("region", [*REQUIRED_REGIONS, "BR", None])
+def test_kyc_template_renders_for_every_region(region):
+    policy, template = load_policy(KYC_POLICY), load_template(KYC_PROMPT)
+    item = build_item({**SHOP, "region": region}, 1, columns={}, default_kind="merchant", limits=ReadLimits())
+    system, user = (m["content"] for m in template.messages(item, policy))
+    assert not any(f"${name}" in system + user for name in ("policy", "region_rules", "kind", "item"))
+    assert "Prohibited business types" in system and "onboarding" in system
+    assert "Apple Official Clearance Store" in user and "Check this merchant profile" in user
+    if region in REQUIRED_REGIONS:
+        assert f"Extra rules for region {region}" in user and policy.regions[region].restricted[0] in user
+    else:
+        assert "Extra rules" not in user
+
+
+def test_moderation_run_with_the_kyc_policy_and_prompt(tmp_path):
+    shops = write_jsonl(tmp_path / "shops.jsonl", [{k: v for k, v in SHOP.items() if k != "kind"},
+                                                   {"id": "s2", "name": "Oak & Iron", "about": "Handmade oak tables",
+                                                    "region": "UK"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(shops), "-o", str(out), "--kind", "merchant", "--policy", str(KYC_POLICY),
+                 "--prompt", str(KYC_PROMPT), "--backend", "fake", "--no-progress"]) == 0
+    records = read_jsonl(out)
+    assert [r["kind"] for r in records] == ["merchant", "merchant"]
+    assert {r["provenance"]["policy_version"] for r in records} == {"2026.11.1-kyc"}
+    assert records[0]["verdict"]["decision"] != "allow" and records[1]["verdict"]["decision"] == "allow"
