@@ -103,6 +103,17 @@ def test_an_upheld_appeal_keeps_the_strike(scored):
     store.close()
 
 
+def test_decide_from_the_command_line(scored, capsys):
+    url, _, _ = scored
+    assert main(["merchants", "appeal", "replica_king", "--items", "l2", "--db", url, "--now", NOW]) == 0
+    appeal_id = capsys.readouterr().out.split()[1].rstrip(":")
+    assert main(["merchants", "decide", appeal_id, "--overturn", "--reviewer", "lee", "--db", url, "--now", NOW]) == 0
+    out = capsys.readouterr().out
+    assert f"appeal {appeal_id} (replica_king, item l2): overturned" in out
+    # two counterfeit strikes left, 3 days old: 2 x 6 x 0.5 ** (3 / 90) = 11.73 points, under the 12 of restricted
+    assert "replica_king: suspended -> at_risk (11.73 decayed points)" in out
+
+
 def test_reviewer_checks_override_and_thresholds_gate_model_verdicts(scored, capsys):
     url, _, tmp_path = scored
     thresholds = tmp_path / "t.json"

@@ -43,6 +43,14 @@ def add_parser(sub) -> None:
     p.add_argument("--items", required=True, help="comma-separated item ids whose verdicts are appealed")
     p.add_argument("--reason", default="", help="the merchant's reason, shown to the reviewer")
     _common(p)
+    p = msub.add_parser("decide", help="decide an appeal without the review app: uphold or overturn, then recompute")
+    p.add_argument("appeal_id", help="appeal id (printed by `merchants appeal`)")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--uphold", action="store_true", help="the strike stands (accept the verdict)")
+    verdict.add_argument("--overturn", action="store_true", help="the strike goes (correct the verdict to allow)")
+    p.add_argument("--reviewer", required=True, help="who decides (recorded in the audit log)")
+    p.add_argument("--notes", default="", help="the reviewer's notes")
+    _common(p)
     p = msub.add_parser("report", help="riskiest merchants, tier transitions, enforcement volume: JSON, Markdown, chart")
     p.add_argument("-o", "--output", default="runs/merchants/report", help="output stem: STEM.json, STEM.md, STEM.png")
     p.add_argument("--top", type=int, default=10, help="riskiest merchants to list (default 10)")
@@ -73,7 +81,8 @@ def _mstore(args):
 
 
 def cmd_merchants(args) -> int:
-    handlers = {"score": _score, "explain": _explain, "appeal": _appeal, "report": _report, "fairness": _fairness}
+    handlers = {"score": _score, "explain": _explain, "appeal": _appeal, "decide": _decide, "report": _report,
+                "fairness": _fairness}
     return handlers[args.merchants_command](args)
 
 
@@ -162,6 +171,15 @@ def _appeal(args) -> int:
     record = result["health"].get(args.merchant)
     if record:
         print(f"{args.merchant}: {record['tier']} ({record['points']:.2f} points); strikes under appeal count until decided")
+    return 0
+
+
+def _decide(args) -> int:
+    from moderation.merchants.store import as_of, decide_appeal
+
+    result = decide_appeal(_mstore(args), args.appeal_id, args.reviewer, args.overturn, _config(args), as_of(args.now),
+                           args.notes)
+    _print_health(result, _config(args))
     return 0
 
 

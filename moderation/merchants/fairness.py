@@ -10,7 +10,6 @@ positive, of the model's enforcements).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -155,10 +154,3 @@ def store_rows(health: list[dict[str, Any]], inputs, appeals: list[dict[str, Any
     overturns = [{"region": a["region"], "language": a["language"], "hit": a["status"] == "overturned"}
                  for a in appeals if a["status"] in ("upheld", "overturned")]
     return enforcement, overturns
-
-
-def load_json(path: str | Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None

@@ -24,7 +24,8 @@ def build_report(config: Enforcement, health: list[dict[str, Any]], transitions:
         "riskiest": [{k: h[k] for k in ("merchant", "tier", "points", "points_tier", "strikes", "items", "region",
                                          "language", "pending_review")}
                      | {"escalations": [e["rule"] for e in h["escalations"]]} for h in riskiest],
-        "transitions": transitions,
+        # A new merchant entering the best tier is not news; every other change is listed.
+        "transitions": [t for t in transitions if t["from_tier"] is not None or t["to_tier"] != config.tier_names[0]],
         "strikes_by_policy": dict(Counter(v["policy"] for v in counted).most_common()),
         "strikes_by_region": dict(Counter(v["region"] or "unknown" for v in counted).most_common()),
         "strikes_by_policy_region": {f"{p}|{r}": n for (p, r), n in
