@@ -146,3 +146,18 @@ def test_report_and_store_fairness_outputs(scored, capsys):
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert main(["merchants", "fairness", "--db", url, "-o", str(tmp_path / "out" / "fair")]) == 0
     assert json.loads((tmp_path / "out" / "fair.json").read_text())["tables"]["enforcement_by_region"]
+
+
+def test_a_version_2_store_gains_the_merchant_tables_and_keeps_its_checks(store_url):
+    from moderation.review.db import MIGRATIONS
+
+    old = Store(store_url, migrate_to=2)
+    old.create_queue("q", [{"item": ROWS[0], "model_verdict": None}], {})
+    with pytest.raises(Exception):  # version 2 has no merchant tables
+        old.db.query("SELECT * FROM merchant_health")
+    old.close()
+    new = Store(store_url)
+    assert new.db.version() == len(MIGRATIONS) == 3
+    assert [c.item["id"] for c in new.checks("q")] == ["l1"]
+    assert MerchantStore(new).health() == [] and MerchantStore(new).appeals() == []
+    new.close()

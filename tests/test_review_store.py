@@ -46,11 +46,11 @@ def test_an_old_version_store_is_migrated_on_open_and_keeps_its_data(store_url):
         old.db.query("SELECT * FROM settings")
     old.close()
     new = Store(store_url)
-    assert new.db.version() == len(MIGRATIONS) == 2
+    assert new.db.version() == len(MIGRATIONS) == 3
     assert [c.item["id"] for c in new.checks("q")] == ["it-000", "it-001", "it-002"]
     assert new.setting("k", lambda: "v1") == "v1" and new.setting("k", lambda: "v2") == "v1"
     new.close()
-    assert Store(store_url).db.version() == 2  # reopening applies nothing twice
+    assert Store(store_url).db.version() == 3  # reopening applies nothing twice
 
 
 def test_audit_log_is_append_only(store):
