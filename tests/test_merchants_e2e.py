@@ -161,3 +161,34 @@ def test_a_version_2_store_gains_the_merchant_tables_and_keeps_its_checks(store_
     assert [c.item["id"] for c in new.checks("q")] == ["l1"]
     assert MerchantStore(new).health() == [] and MerchantStore(new).appeals() == []
     new.close()
+
+
+def test_an_appeal_overturned_in_the_review_app_is_picked_up_by_score(scored, capsys):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from moderation.review import auth
+    from moderation.review.app import create_app
+
+    url, _, _ = scored
+    assert main(["merchants", "appeal", "oak_and_iron", "--items", "l5", "--reason", "a lamp", "--db", url]) == 0
+    store = Store(url)
+    store.add_user("ann", "reviewer", auth.hash_password("correct horse battery"))
+    c = TestClient(create_app(store))
+    token = lambda html: re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)  # noqa: E731
+    c.post("/login", data={"name": "ann", "password": "correct horse battery", "csrf_token": token(c.get("/login").text)})
+    r = c.post("/queues/appeals/next", data={"csrf_token": token(c.get("/").text)}, follow_redirects=False)
+    page = c.get(r.headers["location"]).text
+    main_part = page[page.find("<main"):]
+    assert "of a Victorian lamp" in main_part and "appeal by oak_and_iron: a lamp" in main_part, main_part[:1500]
+    check_id = r.headers["location"].rsplit("/", 1)[1]
+    version = re.search(r'name="version" value="(\d+)"', page).group(1)
+    r = c.post(f"/checks/{check_id}", data={"csrf_token": token(page), "version": version, "action": "correct",
+                                            "decision": "allow"}, follow_redirects=False)
+    assert r.status_code == 303
+    capsys.readouterr()
+    assert main(["merchants", "score", "--db", url, "--now", NOW]) == 0
+    out = capsys.readouterr().out
+    assert "(oak_and_iron, item l5): overturned" in out and "oak_and_iron: at_risk -> good" in out
+    store.close()

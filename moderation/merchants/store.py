@@ -148,7 +148,9 @@ class MerchantStore:
         appeal = {"appeal_id": uuid.uuid4().hex[:12], "merchant": merchant, "item_id": item_id,
                   "policies": sorted({v["policy"] for v in counted}), "region": item.get("region"),
                   "language": item.get("language")}
-        sample = {"appeal_id": appeal["appeal_id"], "merchant": merchant, "reason": reason[:2000],
+        # The review page shows sample.strategy: there the reviewer reads who appeals and why.
+        sample = {"strategy": f"appeal by {merchant}: {reason[:300] or '(no reason given)'}",
+                  "appeal_id": appeal["appeal_id"], "merchant": merchant, "reason": reason[:2000],
                   "policies": appeal["policies"]}
         return {"item": item, "model_verdict": verdict, "provenance": provenance, "sample": sample}, appeal
 
