@@ -127,7 +127,7 @@ def test_reviewer_checks_override_and_thresholds_gate_model_verdicts(scored, cap
     store.create_queue("spot", [{"item": ROWS[0], "model_verdict": verdict}], {})
     check = store.claim_next("spot", "ann")
     store.decide(check.check_id, "ann", check.version, "accept")
-    assert main(["merchants", "score", "--db", url, "--now", NOW]) == 0
+    assert main(["merchants", "score", "--db", url, "--now", NOW, "--thresholds", str(thresholds)]) == 0
     assert tiers(url)["replica_king"] == "at_risk"
     assert main(["merchants", "explain", "replica_king", "--db", url]) == 0
     out = capsys.readouterr().out

@@ -49,3 +49,26 @@ def test_moderation_run_with_the_kyc_policy_and_prompt(tmp_path):
     assert [r["kind"] for r in records] == ["merchant", "merchant"]
     assert {r["provenance"]["policy_version"] for r in records} == {"2026.11.1-kyc"}
     assert records[0]["verdict"]["decision"] != "allow" and records[1]["verdict"]["decision"] == "allow"
+
+
+def test_the_labelled_kyc_set_validates_covers_the_concerns_and_feeds_fairness(tmp_path):
+    import json
+
+    from moderation.merchants.fairness import labelled_file
+
+    shops = ROOT / "eval_sets" / "kyc" / "shops.jsonl"
+    labelled = labelled_file(shops)
+    assert len(labelled) == 24 and {item["kind"] for item, _ in labelled.values()} == {"merchant"}
+    gold = [p for _, violations in labelled.values() for p in violations]
+    for policy in ("prohibited_item", "missing_required_info", "counterfeit_ip", "off_platform_transaction"):
+        assert gold.count(policy) >= 4
+    assert {item["region"] for item, _ in labelled.values()} >= set(REQUIRED_REGIONS)
+    out = tmp_path / "kyc.jsonl"
+    assert main(["run", str(shops), "-o", str(out), "--kind", "merchant", "--policy", str(KYC_POLICY),
+                 "--prompt", str(KYC_PROMPT), "--backend", "fake", "--no-progress"]) == 0
+    stem = tmp_path / "fair"
+    assert main(["merchants", "fairness", "--eval-runs", str(out), "--labels", str(shops), "-o", str(stem)]) == 0
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert sum(r["n"] for r in result["tables"]["enforcement_by_region"]) == 24
+    # mk9-0020 (a reseller that says it is not Apple) is the fake rules' one false positive.
+    assert sum(r["k"] for r in result["tables"]["overturn_by_region"]) == 1

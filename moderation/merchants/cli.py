@@ -58,6 +58,8 @@ def add_parser(sub) -> None:
     p = msub.add_parser("fairness", help="enforcement and overturn rates by region and language, with tests")
     p.add_argument("--eval-runs", help="labelled-set run files: a folder of SET.jsonl (as `moderation eval` writes "
                                        "under OUT_DIR/runs) or one such file; default: the store's merchants and appeals")
+    p.add_argument("--labels", help="with --eval-runs: a labelled JSONL file (marketplace record format, e.g. "
+                                    "eval_sets/kyc/shops.jsonl) to join with, instead of the set named after each run file")
     p.add_argument("--data-dir", help="public data sets directory, for public sets")
     p.add_argument("--thresholds", help="eval runs: JSON {policy: threshold} (default: the enforcement file's)")
     p.add_argument("--count-unscored", action="store_true", help="eval runs: count verdicts without scores")
@@ -111,10 +113,8 @@ def _score(args) -> int:
               + (f" (left out: {dict(skipped)})" if skipped else ""))
     if verdicts:
         mstore.save_inputs(verdicts)
-    params = mstore.params()
-    if args.thresholds or not params:
-        params = {"thresholds": load_thresholds(args.thresholds), "count_unscored": args.count_unscored}
-    params["count_unscored"] = args.count_unscored or params.get("count_unscored", False)
+    # Each score uses its own flags; they are stored so that appeal and decide recompute the same way.
+    params = {"thresholds": load_thresholds(args.thresholds), "count_unscored": args.count_unscored}
     mstore.save_params(params)
     result = mstore.recompute(config, now, thresholds=params["thresholds"], count_unscored=params["count_unscored"])
     _print_health(result, config)
@@ -235,7 +235,7 @@ def _eval_rows(args):
         v = ItemVerdict("-", item, record["verdict"], record.get("scores"), "", "")
         return any(x.counts for x in model_violations(v, config, thresholds, args.count_unscored))
 
-    enforcement, overturns, names = fairness.eval_rows(args.eval_runs, enforces, args.data_dir)
+    enforcement, overturns, names = fairness.eval_rows(args.eval_runs, enforces, args.data_dir, args.labels)
     backends = sorted({_backend(args.eval_runs)} - {None})
     source = (f"Labelled sets {', '.join(names)} from {args.eval_runs} (backend {', '.join(backends) or 'unknown'}): "
               "enforcement = the model's verdict counts as a strike (decision and score rules of the enforcement "

@@ -10,6 +10,7 @@ positive, of the model's enforcements).
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -112,37 +113,72 @@ def fairness(enforcement: list[dict[str, Any]], overturns: list[dict[str, Any]],
     return {"alpha": config.alpha, "min_n": config.min_n, "tables": tables, "flagged": flagged}
 
 
-def eval_rows(runs_dir: str | Path, counts_fn, data_dir: str | None = None) -> tuple[list[dict], list[dict], list[str]]:
-    """Enforcement and overturn rows from `moderation eval` run files (OUT_DIR/runs/SET.jsonl) and gold labels.
+def labelled_file(path: str | Path) -> dict[str, tuple[dict[str, Any], frozenset[str]]]:
+    """A labelled JSONL file in the marketplace set's record format (e.g. eval_sets/kyc/shops.jsonl),
+    validated: item id -> (item record, gold violations).
+
+    Raises:
+        InputError: the file is missing or a record is invalid.
+    """
+    from moderation.evalsets import validate_record
+    from moderation.items import ReadLimits, build_item
+
+    path, out = Path(path), {}
+    if not path.is_file():
+        raise InputError(f"labels file not found: {path}")
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        record = json.loads(line)
+        problems = validate_record(record, f"{path.name}:{n}")
+        if problems:
+            raise InputError(f"invalid labelled record: {problems[0]}")
+        fields = {k: v for k, v in record.items() if k not in ("split", "gold", "tags")}
+        item = build_item(fields, n, columns={}, default_kind="listing", limits=ReadLimits())
+        out[item.id] = ({"id": item.id, **item.content()}, frozenset(record["gold"]["violations"]))
+    return out
+
+
+def _gold_of(run: Path, labels: str | Path | None, data_dir: str | None) -> dict[str, tuple[dict, frozenset[str]]]:
+    from moderation.evalsets import load_set
+    from moderation.review.sample import item_record
+
+    if labels is not None:
+        return labelled_file(labels)
+    return {li.item.id: (item_record(li.item), li.gold_violations) for li in load_set(run.stem, data_dir=data_dir)}
+
+
+def eval_rows(runs: str | Path, counts_fn, data_dir: str | None = None,
+              labels: str | Path | None = None) -> tuple[list[dict], list[dict], list[str]]:
+    """Enforcement and overturn rows from run files over labelled items, joined by item id.
 
     Args:
-        runs_dir: a folder of SET.jsonl run files, or one run file named after its set.
+        runs: a folder of SET.jsonl run files (as `moderation eval` writes under OUT_DIR/runs), or one run file
+            named after its set.
         counts_fn: (item record, run record) -> True when the model's verdict enforces.
+        data_dir: where public sets are read from.
+        labels: a labelled JSONL file to join with instead of a set named after the run file.
 
     Returns:
         (enforcement rows, overturn rows, set names).
     """
-    from moderation.evalsets import load_set
-    from moderation.review.sample import item_record, load_run
+    from moderation.review.sample import load_run
 
-    path = Path(runs_dir)
+    path = Path(runs)
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files:
-        raise InputError(f"no run files (*.jsonl) in {runs_dir}")
+        raise InputError(f"no run files (*.jsonl) in {runs}")
     enforcement, overturns, names = [], [], []
     for run in files:
-        gold = {li.item.id: li for li in load_set(run.stem, data_dir=data_dir)}
-        names.append(run.stem)
+        gold = _gold_of(run, labels, data_dir)
+        names.append(Path(labels).name if labels else run.stem)
         for record in load_run(run):
-            labelled = gold.get(record.get("id"))
-            if labelled is None or record.get("verdict") is None:
+            item, violations = gold.get(record.get("id"), (None, None))
+            if item is None or record.get("verdict") is None:
                 continue
-            item = item_record(labelled.item)
             hit = counts_fn(item, record)
-            row = {"region": item.get("region"), "language": item.get("language"), "set": run.stem}
+            row = {"region": item.get("region"), "language": item.get("language"), "set": names[-1]}
             enforcement.append({**row, "hit": hit})
             if hit:
-                overturns.append({**row, "hit": not labelled.gold_violations, "item_id": item["id"]})
+                overturns.append({**row, "hit": not violations, "item_id": item["id"]})
     return enforcement, overturns, names
 
 
