@@ -1,6 +1,7 @@
 """Merge a LoRA adapter into its base model: a plain safetensors directory that vLLM loads.
 
     python finetune/export.py ADAPTER_DIR OUT_DIR [--base default]
+    python finetune/export.py ADAPTER_DIR finetune/adapters/NAME --adapter-only   # float16 copy to commit
 
 The other serving path needs no merge: `moderation run/eval --adapter ADAPTER_DIR` serves the
 adapter through vLLM's LoRA support on the unmerged base model.
@@ -38,12 +39,33 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None)
     return out
 
 
+def copy_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str = "default") -> Path:
+    """The adapter alone, weights in float16 (half the size, for committing), its base renamed
+    to a portable name (`default` = the embedded model; vLLM and PEFT ignore it when loading)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads(Path(adapter_dir, "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    weights = load_file(str(Path(adapter_dir, "adapter_model.safetensors")))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(out / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("adapter", help="a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
     parser.add_argument("out_dir", help="where the merged model goes (keep it out of git, e.g. ~/.cache/moderation/models/)")
     parser.add_argument("--base", help="base model (default: the adapter's base_model_name_or_path; 'default' works)")
+    parser.add_argument("--adapter-only", action="store_true", help="no merge: copy the adapter with float16 weights")
     args = parser.parse_args(argv)
+    if args.adapter_only:
+        print(f"adapter written to {copy_adapter(args.adapter, args.out_dir, args.base or 'default')}")
+        return 0
     print(f"merged model written to {merge(args.adapter, args.out_dir, args.base)}")
     return 0
 

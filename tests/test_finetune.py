@@ -95,6 +95,11 @@ def test_sft_two_steps_change_lora_weights_and_mask_the_prompt(tmp_path, tiny_mo
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     merged = export.merge(tmp_path / "out", tmp_path / "merged")
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    copied = export.copy_adapter(tmp_path / "out", tmp_path / "half")
+    assert json.loads((copied / "adapter_config.json").read_text())["base_model_name_or_path"] == "default"
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(copied / "adapter_model.safetensors")).values()} == {torch.float16}
 
 
 def test_reward_two_steps_change_weights_and_report_pairwise_accuracy(tmp_path, tiny_model, monkeypatch):
