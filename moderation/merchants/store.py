@@ -91,7 +91,7 @@ class MerchantStore:
                     self.db.execute("INSERT INTO merchant_transitions (merchant, at, as_of, from_tier, to_tier, points,"
                                     " reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                     (merchant, stamp, as_of, old, record["tier"], record["points"], reason))
-                    self.store._audit(actor, "merchant_tier", None, merchant=merchant, from_tier=old,
+                    self.store.audit(actor, "merchant_tier", None, merchant=merchant, from_tier=old,
                                       to_tier=record["tier"], points=record["points"], reason=reason)
                     changes.append({"merchant": merchant, "from_tier": old, "to_tier": record["tier"],
                                     "points": record["points"], "reason": reason})
@@ -126,14 +126,14 @@ class MerchantStore:
             position = (self.db.one("SELECT MAX(position) AS p FROM case_checks WHERE queue = ?", (APPEALS_QUEUE,))
                         or {}).get("p")
             for offset, (entry, appeal) in enumerate(entries, start=1 + (position if position is not None else -1)):
-                check_id = self.store._insert_check(APPEALS_QUEUE, offset, entry, now_iso())
+                check_id = self.store.insert_check(APPEALS_QUEUE, offset, entry, now_iso())
                 appeal["check_id"] = check_id
                 self.db.execute(
                     "INSERT INTO merchant_appeals (appeal_id, merchant, item_id, check_id, policies, reason, status,"
                     " region, language, filed_by, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                     (appeal["appeal_id"], merchant, appeal["item_id"], check_id, json.dumps(appeal["policies"]),
                      reason[:2000], appeal["region"], appeal["language"], actor, now_iso()))
-                self.store._audit(actor, "appeal_file", check_id, appeal_id=appeal["appeal_id"], merchant=merchant,
+                self.store.audit(actor, "appeal_file", check_id, appeal_id=appeal["appeal_id"], merchant=merchant,
                                   item_id=appeal["item_id"], policies=appeal["policies"], reason=reason[:2000])
                 filed.append({**appeal, "status": "pending"})
         return filed
@@ -167,7 +167,7 @@ class MerchantStore:
         if not self.db.one("SELECT name FROM queues WHERE name = ?", (APPEALS_QUEUE,)):
             self.db.execute("INSERT INTO queues (name, created_at, created_by, params) VALUES (?, ?, ?, ?)",
                             (APPEALS_QUEUE, now_iso(), actor, json.dumps({"kind": "merchant appeals"})))
-            self.store._audit(actor, "queue_create", queue=APPEALS_QUEUE, items=0, params={"kind": "merchant appeals"})
+            self.store.audit(actor, "queue_create", queue=APPEALS_QUEUE, items=0, params={"kind": "merchant appeals"})
 
     def appeals(self, merchant: str | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE merchant = ?", (merchant,)) if merchant else ("", ())
@@ -191,7 +191,7 @@ class MerchantStore:
                 changed = self.db.execute("UPDATE merchant_appeals SET status = ?, resolved_at = ? WHERE appeal_id = ?"
                                           " AND status = 'pending'", (status, now_iso(), appeal["appeal_id"]))
                 if changed:
-                    self.store._audit(check.reviewer or actor, f"appeal_{status}", check.check_id,
+                    self.store.audit(check.reviewer or actor, f"appeal_{status}", check.check_id,
                                       appeal_id=appeal["appeal_id"], merchant=appeal["merchant"],
                                       item_id=appeal["item_id"], policies=appeal["policies"], kept=sorted(kept))
             resolved.append({**appeal, "status": status, "reviewer": check.reviewer})

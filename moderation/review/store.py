@@ -105,7 +105,7 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def _audit(self, actor: str, action: str, check_id: str | None = None, **detail) -> None:
+    def audit(self, actor: str, action: str, check_id: str | None = None, **detail) -> None:
         self.db.execute("INSERT INTO audit_log (at, actor, action, check_id, detail) VALUES (?, ?, ?, ?, ?)",
                         (now_iso(), actor, action, check_id, json.dumps(detail, ensure_ascii=False, sort_keys=True)))
 
@@ -137,7 +137,7 @@ class Store:
             else:
                 self.db.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
                                 (name, role, password_hash, now_iso()))
-            self._audit(actor, "user_update" if existed else "user_add", user=name, role=role)
+            self.audit(actor, "user_update" if existed else "user_add", user=name, role=role)
 
     def user(self, name: str) -> dict[str, Any] | None:
         return self.db.one("SELECT name, role, password_hash FROM users WHERE name = ?", (name,))
@@ -158,11 +158,11 @@ class Store:
             self.db.execute("INSERT INTO queues (name, created_at, created_by, params) VALUES (?, ?, ?, ?)",
                             (name, stamp, actor, json.dumps(params, sort_keys=True)))
             for position, entry in enumerate(entries):
-                self._insert_check(name, position, entry, stamp)
-            self._audit(actor, "queue_create", queue=name, items=len(entries), params=params)
+                self.insert_check(name, position, entry, stamp)
+            self.audit(actor, "queue_create", queue=name, items=len(entries), params=params)
         return len(entries)
 
-    def _insert_check(self, queue: str, position: int, entry: dict[str, Any], stamp: str) -> str:
+    def insert_check(self, queue: str, position: int, entry: dict[str, Any], stamp: str) -> str:
         check_id = entry.get("check_id") or uuid.uuid4().hex
         dumps = lambda v: None if v is None else json.dumps(v, ensure_ascii=False)  # noqa: E731
         self.db.execute(
@@ -223,7 +223,7 @@ class Store:
             self.db.execute(f"UPDATE case_checks SET status = 'assigned', assigned_to = ?, lease_until = ?{bump},"
                             " updated_at = ? WHERE check_id = ?", (reviewer, now_iso(self.config.lease_s), now, check_id))
             if not held:
-                self._audit(reviewer, "claim", check_id, queue=queue)
+                self.audit(reviewer, "claim", check_id, queue=queue)
         return self.get(check_id)
 
     def _free_check(self, queue: str, reviewer: str, now: str) -> str | None:
@@ -267,7 +267,7 @@ class Store:
                 f" WHERE check_id = ? AND version = ?{owner}", params)
             if changed != 1:
                 raise ReviewConflict(f"case check {check_id} changed since it was opened (version {version}); reload it")
-            self._audit(reviewer, "decide", check_id, decision=review_decision, verdict=verdict, notes=notes[:2000],
+            self.audit(reviewer, "decide", check_id, decision=review_decision, verdict=verdict, notes=notes[:2000],
                         previous=check.review_decision, version=version + 1)
         return self.get(check_id)
 
@@ -282,5 +282,5 @@ class Store:
                 (json.dumps(verdict, ensure_ascii=False) if verdict is not None else None, review_decision, reviewer,
                  notes[:2000], reviewer, now_iso(), check_id))
             if changed:
-                self._audit(reviewer, "import", check_id, decision=review_decision, verdict=verdict, source=source)
+                self.audit(reviewer, "import", check_id, decision=review_decision, verdict=verdict, source=source)
         return bool(changed)
