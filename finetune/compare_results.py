@@ -1,6 +1,6 @@
 """Before/after macro-F1 table from two `moderation eval` metrics.json files.
 
-    python finetune/compare_results.py runs/benchmark/metrics.json runs/eval-ft/metrics.json
+    python finetune/compare_results.py runs/benchmark/metrics.json runs/eval-ft/metrics.json [llm@dev-thresholds]
 
 Prints a Markdown table: per set, the zero-shot LLM, the TF-IDF baseline (from the first file)
 and the fine-tuned LLM (from the second), each macro-F1 with its 95% bootstrap interval, and
@@ -10,6 +10,7 @@ whether the fine-tuned model beats both point estimates.
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 
@@ -19,7 +20,8 @@ def _by_set(path: str) -> dict[tuple[str, str], dict]:
 
 
 def _cell(result: dict | None, metric: str = "macro_f1") -> tuple[str, float | None]:
-    if result is None or result["metrics"].get(metric) is None:
+    value = None if result is None else result["metrics"].get(metric)
+    if value is None or math.isnan(value):  # e.g. xstest: no positives, so no macro-F1
         return "–", None
     value = result["metrics"][metric]
     low, high = result["intervals"].get(metric, (None, None))
@@ -27,19 +29,19 @@ def _cell(result: dict | None, metric: str = "macro_f1") -> tuple[str, float | N
     return f"{value:.3f}{interval}", value
 
 
-def table(before: str, after: str) -> str:
-    """The Markdown comparison table."""
+def table(before: str, after: str, system: str = "llm") -> str:
+    """The Markdown comparison table; `system` picks the fine-tuned row (llm or llm@dev-thresholds)."""
     a, b = _by_set(before), _by_set(after)
     sets = list(dict.fromkeys(s for s, _ in b))
-    lines = ["| set | n | zero-shot LLM | TF-IDF | fine-tuned LLM | beats both |", "|---|---|---|---|---|---|"]
+    lines = [f"| set | n | zero-shot LLM | TF-IDF | fine-tuned {system} | beats both |", "|---|---|---|---|---|---|"]
     for name in sets:
         zero, zv = _cell(a.get((name, "llm")))
         tfidf, tv = _cell(a.get((name, "tfidf")))
-        tuned, fv = _cell(b.get((name, "llm")))
+        tuned, fv = _cell(b.get((name, system)))
         beats = "–" if None in (zv, tv, fv) else ("yes" if fv > max(zv, tv) else "no")
         lines.append(f"| {name} | {b[(name, 'llm')]['n']} | {zero} | {tfidf} | {tuned} | {beats} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(table(sys.argv[1], sys.argv[2]))
+    print(table(sys.argv[1], sys.argv[2], *sys.argv[3:4]))
