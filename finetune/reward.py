@@ -33,16 +33,28 @@ def main(script_args, training_args, model_args):
                             eval_dataset=held_out, peft_config=get_peft_config(model_args))
     figures = {"pairs_train": len(train), "pairs_held_out": len(held_out) if held_out is not None else 0}
     if held_out is not None:
-        figures["accuracy_before"] = trainer.evaluate()["eval_accuracy"]
+        figures["accuracy_before"] = pairwise_accuracy(trainer, held_out)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     figures["train_wall_s"] = round(time.perf_counter() - started, 1)
     if held_out is not None:
-        figures["accuracy_after"] = trainer.evaluate()["eval_accuracy"]
+        figures["accuracy_after"] = pairwise_accuracy(trainer, held_out)
     trainer.save_model(training_args.output_dir)
     Path(training_args.output_dir, "pairwise_accuracy.json").write_text(json.dumps(figures, indent=2) + "\n")
     trainer.log(dict(figures))  # log() adds the epoch to the dict it is given
     return trainer, figures
+
+
+def pairwise_accuracy(trainer, pairs) -> float:
+    """Share of pairs whose chosen verdict gets the higher reward (ties count as wrong), over
+    all pairs at once (the trainer's eval metric averages per batch)."""
+    from finetune.score_verdicts import rewards
+
+    model, tokenizer = trainer.model.eval(), trainer.processing_class
+    chosen = rewards(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs])
+    rejected = rewards(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs])
+    model.train()
+    return round(sum(c > r for c, r in zip(chosen, rejected)) / len(chosen), 4)
 
 
 def make_parser():

@@ -45,6 +45,7 @@ def rewards(model, tokenizer, conversations: list[list[dict]], batch_size: int =
     import torch
 
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    tokenizer.padding_side = "right"  # the score is read at the last non-pad token
     scores = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
