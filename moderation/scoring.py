@@ -153,7 +153,7 @@ def policy_probes(messages: list[list[dict]], decisions: list[dict[str, float]],
     """The first-policy probe per item, conditioned on the item's own (or likeliest) non-allow decision."""
     probes = []
     for m, probs, verdict in zip(messages, decisions, verdicts):
-        decision = verdict["decision"] if verdict and verdict["decision"] != "allow" else max(NON_ALLOW, key=probs.get)
+        decision = verdict["decision"] if verdict and verdict["decision"] != "allow" else max(NON_ALLOW, key=lambda d: probs.get(d, 0.0))
         probes.append(LabelProbe(m, policy_prefix(decision), POLICY_IDS, adapter))
     return probes
 
