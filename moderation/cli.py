@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
     rows = read_items(path, fmt=fmt, columns=parse_column_map(args.columns), default_kind=args.kind, limits=limits)
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
     options = RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=_thresholds(args.thresholds))
-    moderator = _build_moderator(args)
+    moderator = _one_adapter_moderator(args)
     runner = BatchRunner(moderator, options)
     code = EXIT_OK
     bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
@@ -196,17 +196,16 @@ def _adapters(specs: list[str]):
     return tuple(load_adapter(spec) for spec in specs)
 
 
-def _build_moderator(args, adapters=None):
-    """The backend named on the command line, wrapped in a Moderator with policy and prompt."""
+def _build_moderator(args):
+    """The backend named on the command line (with every --adapter loaded), wrapped in a
+    Moderator with policy and prompt that asks for the base model."""
     from moderation.backends import BackendConfig, load_backend
     from moderation.pipeline import Moderator
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
     policy, template = load_policy(args.policy), load_template(args.prompt)
-    adapters = _adapters(args.adapter) if adapters is None else adapters
-    if len(adapters) > 1 and args.command != "serve":
-        raise ConfigError(f"`moderation {args.command}` applies one --adapter, got {len(adapters)}")
+    adapters = _adapters(args.adapter)
     config = BackendConfig(
         model=args.model,
         max_tokens=args.max_tokens,
@@ -223,7 +222,16 @@ def _build_moderator(args, adapters=None):
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
     return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
-                     adapter=adapters[0] if len(adapters) == 1 and args.command != "serve" else None, scores=args.scores)
+                     scores=args.scores)
+
+
+def _one_adapter_moderator(args):
+    """For run and eval: the moderator asking for the one --adapter given, if any."""
+    if len(args.adapter) > 1:
+        raise ConfigError(f"`moderation {args.command}` applies one --adapter, got {len(args.adapter)}")
+    moderator = _build_moderator(args)
+    adapters = moderator.backend.config.adapters
+    return moderator.with_adapter(adapters[0]) if adapters else moderator
 
 
 def _peek(rows):
@@ -290,7 +298,7 @@ def cmd_eval(args) -> int:
 
     if args.eval_command == "compare":
         return compare_runs(args)
-    return evaluate_sets(args, _build_moderator)
+    return evaluate_sets(args, _one_adapter_moderator)
 
 
 def cmd_serve(args) -> int:
@@ -303,8 +311,8 @@ def cmd_serve(args) -> int:
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout_s=args.timeout_s,
                            journal=Path(args.journal) if args.journal else None)
-    adapters = _adapters(args.adapter)
-    base = _build_moderator(args, adapters)
+    base = _build_moderator(args)
+    adapters = base.backend.config.adapters
     moderators = {None: base, **{a.name: base.with_adapter(a) for a in adapters}}
     metrics = Metrics()
     app = create_app(ModerationService(moderators, options, metrics), metrics)

@@ -80,8 +80,9 @@ def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: 
     records, speed = moderate(test, "")
     results = [evaluate_llm_records(name, test, records, policy, n_boot=args.bootstrap, speed=speed)]
     if args.llm_dev and dev and moderator.scores:
-        dev_records, _ = moderate(sample(dev, args.llm_dev), ".dev")
-        thresholds = llm_thresholds(sample(dev, args.llm_dev), dev_records)
+        dev_items = sample(dev, args.llm_dev)
+        dev_records, _ = moderate(dev_items, ".dev")
+        thresholds = llm_thresholds(dev_items, dev_records)
         path = out_dir / "thresholds" / f"{name}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(dict(zip(POLICY_IDS, map(float, thresholds))), indent=2) + "\n")

@@ -89,11 +89,12 @@ class Moderator:
             "policy_version": self.policy.version,
         }
 
-    def request(self, item: Item, attempt: int) -> GenerationRequest:
+    def request(self, item: Item, attempt: int, messages: list[dict[str, str]] | None = None) -> GenerationRequest:
+        """The request for one attempt at an item (`messages`: its rendered prompt, if already made)."""
         schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
         retry = attempt > 1
         return GenerationRequest(
-            messages=self.template.messages(item, self.policy),
+            messages=messages or self.template.messages(item, self.policy),
             schema=schema,
             temperature=RETRY_TEMPERATURE if retry else 0.0,
             seed=attempt if retry else None,
@@ -103,12 +104,13 @@ class Moderator:
     def moderate(self, items: list[Item]) -> list[Outcome]:
         """Moderate a batch; every item gets an Outcome, in order."""
         outcomes = [Outcome() for _ in items]
+        messages = [self.template.messages(item, self.policy) for item in items]  # once per item, not per attempt
         todo = list(range(len(items)))
         for attempt in range(1, self.max_attempts + 1):
             if not todo:
                 break
             started = time.perf_counter()
-            generations = self.backend.generate([self.request(items[i], attempt) for i in todo])
+            generations = self.backend.generate([self.request(items[i], attempt, messages[i]) for i in todo])
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             failed = []
             for i, generation in zip(todo, generations):
@@ -129,15 +131,15 @@ class Moderator:
                     failed.append(i)
             todo = failed
         if self.scores:
-            self._score(items, outcomes)
+            self._score(messages, outcomes)
         return outcomes
 
-    def _score(self, items: list[Item], outcomes: list[Outcome]) -> None:
+    def _score(self, all_messages: list[list[dict[str, str]]], outcomes: list[Outcome]) -> None:
         """Attach scores to the items that got a verdict (two engine steps per item, prefix-cached)."""
         done = [i for i, o in enumerate(outcomes) if o.verdict is not None]
         if not done:
             return
-        messages = [self.template.messages(items[i], self.policy) for i in done]
+        messages = [all_messages[i] for i in done]
         decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
         verdicts = [outcomes[i].verdict for i in done]
         policies = self.backend.label_probs(policy_probes(messages, decisions, verdicts, self.adapter_name))

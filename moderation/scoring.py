@@ -19,6 +19,7 @@ it is tested without a model.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from moderation.schema import DECISIONS, POLICY_IDS
 
 DECISION_PREFIX = '{"decision":"'
 NON_ALLOW = tuple(d for d in DECISIONS if d != "allow")
+PROMPT_IDS_KEPT = 4096  # more than one engine call's items
 
 
 def policy_prefix(decision: str) -> str:
@@ -77,9 +79,21 @@ class TokenScorer:
     def __init__(self, encode: Callable[[str], list[int]], chat_ids: Callable[[list[dict]], list[int]],
                  next_logprobs: NextLogprobs):
         self.encode = encode
-        self.chat_ids = chat_ids
+        self._chat_ids = chat_ids
+        self._prompt_ids: OrderedDict[tuple, list[int]] = OrderedDict()
         self.next_logprobs = next_logprobs
         self._label_tokens: dict[tuple[str, tuple[str, ...]], tuple[list[int], dict[str, list[int]]]] = {}
+
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a chat prompt, remembered for recent prompts: an item's prompt is
+        tokenized once for its length check and both of its probes."""
+        key = tuple((m["role"], m["content"]) for m in messages)
+        ids = self._prompt_ids.get(key)
+        if ids is None:
+            ids = self._prompt_ids[key] = self._chat_ids(messages)
+            if len(self._prompt_ids) > PROMPT_IDS_KEPT:
+                self._prompt_ids.popitem(last=False)
+        return ids
 
     def label_tokens(self, prefix: str, labels: tuple[str, ...]) -> tuple[list[int], dict[str, list[int]]]:
         """(tokens shared by every completion, each label's remaining tokens incl. its closing quote).

@@ -75,6 +75,7 @@ class Backend(Protocol):
     """A model that turns requests into raw text outputs, one per request, in order."""
 
     name: str
+    config: BackendConfig
     model_id: str  # what the user asked for: a path or a served model name
     model_sha: str | None  # content hash of the weights, when known
 

@@ -103,7 +103,7 @@ class VLLMBackend:
 
         vLLM rejects a whole batch for one over-long prompt, so it is caught here, per item.
         """
-        n = len(self._chat_ids(request.messages))
+        n = len(self.scorer.chat_ids(request.messages))  # remembered for the item's score probes
         if n + MIN_OUTPUT_TOKENS <= self.config.max_model_len:
             return None
         return Generation("", prompt_tokens=n, error=f"prompt is {n} tokens, over the model context of "
