@@ -8,6 +8,7 @@ lines are complete are skipped, so nothing is lost and nothing is written twice.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -54,6 +55,8 @@ class RunStats:
     errors: int = 0
     skipped: int = 0
     cache_hits: int = 0
+    screened: int = 0
+    store_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -164,7 +167,7 @@ class OutputFile:
             self.done.add(key)
             same_source = _same_source(record.get("provenance") or {}, provenance)
             foreign += not same_source
-            if same_source and "verdict" in record and record.get("content_sha"):
+            if same_source and "verdict" in record and record.get("content_sha") and "screen" not in record:
                 cache.put(record["content_sha"], {"verdict": record["verdict"], "scores": record.get("scores")})
         if foreign:
             logger.warning(
@@ -189,8 +192,9 @@ def _same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in SOURCE_KEYS)
 
 
-def output_record(line: int, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
-            thresholds: dict[str, float] | None = None) -> dict:
+def output_record(line: int | None, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
+                  thresholds: dict[str, float] | None = None, screen: dict | None = None) -> dict:
+    """One output line. `screen`: the first stage's {name, score, threshold} when it cleared the item."""
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": row.id, "line": line}
     if isinstance(row, Item):
         record["kind"] = row.kind
@@ -206,18 +210,130 @@ def output_record(line: int, row: Item | RowError, provenance: dict, outcome: Ou
                 record["flagged"] = [p for p, t in thresholds.items() if outcome.scores["policies"].get(p, 0.0) >= t]
     else:
         record["error"] = {"stage": "model", "reason": outcome.error, "raw": outcome.raw, "attempts": outcome.attempts}
+    if screen is not None:
+        record["screen"] = screen
     record["provenance"] = {**provenance, "latency_ms": latency, "cached": cached}
     return record
+
+
+def screen_verdict(screen: dict) -> dict:
+    """The allow verdict of an item the first stage cleared."""
+    return {"decision": "allow", "violations": [],
+            "rationale": f"Cleared by the {screen['name']} screen: violation score {screen['score']:.4f} "
+                         f"below its threshold {screen['threshold']:.4f}; not sent to the LLM."}
+
+
+class ChunkModerator:
+    """A chunk of rows to output records: the screen, then the verdict caches, then the model.
+
+    The one place records are made, shared by BatchRunner (one process) and the Ray actors
+    (moderation.distributed), so both write the same records for the same rows.
+
+    Args:
+        moderator: the LLM stage.
+        options: run settings (cache size, thresholds).
+        screen: optional cheap first stage (moderation.screen.Screen); items it clears get an
+            allow verdict without the LLM.
+        store: optional persistent verdict cache (moderation.verdict_store.VerdictStore), shared
+            across runs, keyed by content and the moderator's model, adapter, prompt and policy.
+    """
+
+    def __init__(self, moderator: Moderator, options: RunOptions | None = None, *, screen=None, store=None):
+        self.moderator = moderator
+        self.options = options or RunOptions()
+        self.screen = screen
+        self.store = store
+        self.cache = VerdictCache(self.options.cache_size)
+        self.stats = RunStats()
+        self.provenance = moderator.provenance()
+        self.source = source_key(self.provenance)
+
+    def records(self, rows: list[tuple[int | None, Item | RowError]]) -> list[dict]:
+        """One output record per row, in order."""
+        items = [row for _, row in rows if isinstance(row, Item)]
+        cleared = self._screen(items)
+        outcomes = iter(self._moderate_unique([item for item in items if item.content_sha not in cleared]))
+        records = []
+        for line, row in rows:
+            screen = cleared.get(row.content_sha) if isinstance(row, Item) else None
+            if screen is not None:
+                outcome, cached = Outcome(verdict=screen_verdict(screen)), False
+            elif isinstance(row, Item):
+                outcome, cached = next(outcomes)
+            else:
+                outcome, cached = None, False
+            records.append(output_record(line, row, self.provenance, outcome, cached, self.options.thresholds, screen))
+        self._count(records)
+        return records
+
+    def _screen(self, items: list[Item]) -> dict[str, dict]:
+        """{content_sha: screen info} of the items the first stage clears."""
+        if self.screen is None or not items:
+            return {}
+        return {item.content_sha: info for item, info in zip(items, self.screen.clear(items)) if info is not None}
+
+    def _usable(self, entry: dict | None) -> bool:
+        return entry is not None and (entry.get("scores") is not None or not self.moderator.scores)
+
+    def _moderate_unique(self, items: list[Item]) -> list[tuple[Outcome, bool]]:
+        """(outcome, cached) per item, in order; each distinct content goes to the model once,
+        and not at all when this run or the persistent store already has its verdict."""
+        known: dict[str, Outcome] = {}
+        fresh: dict[str, Item] = {}
+        for item in items:
+            entry = self.cache.get(item.content_sha)
+            if self._usable(entry):
+                known[item.content_sha] = Outcome(verdict=entry["verdict"], scores=entry["scores"])
+            else:
+                fresh.setdefault(item.content_sha, item)
+        if self.store is not None and fresh:
+            for sha, entry in self.store.get_many(self.source, list(fresh)).items():
+                if self._usable(entry):
+                    known[sha] = Outcome(verdict=entry["verdict"], scores=entry["scores"])
+                    self.cache.put(sha, entry)
+                    self.stats.store_hits += 1
+                    del fresh[sha]
+        new_entries = {}
+        for sha, outcome in zip(fresh, self.moderator.moderate(list(fresh.values()))):
+            known[sha] = outcome
+            self.stats.prompt_tokens += outcome.prompt_tokens
+            self.stats.completion_tokens += outcome.completion_tokens
+            self.stats.cached_tokens += outcome.cached_tokens
+            if outcome.verdict is not None:
+                new_entries[sha] = {"verdict": outcome.verdict, "scores": outcome.scores}
+                self.cache.put(sha, new_entries[sha])
+        if self.store is not None and new_entries:
+            self.store.put_many(self.source, self.provenance, new_entries)
+        # Only the item that went to the model is uncached; its twins reuse the outcome.
+        return [(known[item.content_sha], fresh.get(item.content_sha) is not item) for item in items]
+
+    def _count(self, records: list[dict]) -> None:
+        for record in records:
+            self.stats.processed += 1
+            if "verdict" in record:
+                self.stats.verdicts += 1
+                self.stats.cache_hits += record["provenance"]["cached"]
+                self.stats.screened += "screen" in record
+            else:
+                self.stats.errors += 1
+
+
+def source_key(provenance: dict[str, Any]) -> str:
+    """What a stored verdict depends on besides the content: model, adapter, backend, prompt and
+    policy (the provenance's SOURCE_KEYS). An entry without scores does not serve a run that
+    wants them (ChunkModerator._usable)."""
+    blob = json.dumps({k: provenance.get(k) for k in SOURCE_KEYS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 class BatchRunner:
     """Moderates a stream of rows into an output file, resumably."""
 
-    def __init__(self, moderator: Moderator, options: RunOptions | None = None):
+    def __init__(self, moderator: Moderator, options: RunOptions | None = None, *, screen=None, store=None):
+        self.chunks = ChunkModerator(moderator, options, screen=screen, store=store)
         self.moderator = moderator
-        self.options = options or RunOptions()
-        self.cache = VerdictCache(self.options.cache_size)
-        self.stats = RunStats()
+        self.options = self.chunks.options
+        self.stats = self.chunks.stats
 
     def run(self, rows: Iterable[Row], output: str | Path, progress=None) -> RunStats:
         """Moderate every row not already in `output`.
@@ -230,7 +346,7 @@ class BatchRunner:
         Raises:
             ErrorBudgetExceeded: after writing the chunk that went over the budget.
         """
-        out = OutputFile(Path(output), self.cache, self.moderator.provenance())
+        out = OutputFile(Path(output), self.chunks.cache, self.chunks.provenance)
         started = time.perf_counter()
         try:
             pending: list[tuple[int, Item | RowError]] = []
@@ -259,47 +375,12 @@ class BatchRunner:
     def _flush(self, pending: list[tuple[int, Item | RowError]], out: OutputFile, progress, started: float) -> None:
         if not pending:
             return
-        outcomes = iter(self._moderate_unique([r for _, r in pending if isinstance(r, Item)]))
-        provenance = self.moderator.provenance()
-        records = []
-        for line, row in pending:
-            outcome, cached = next(outcomes) if isinstance(row, Item) else (None, False)
-            records.append(output_record(line, row, provenance, outcome, cached, self.options.thresholds))
+        records = self.chunks.records(pending)
         out.append(records)
-        self._count(records)
         if progress is not None:
             progress.update(len(records))
         self.stats.elapsed_s = time.perf_counter() - started
         self._check_budget()
-
-    def _moderate_unique(self, items: list[Item]) -> list[tuple[Outcome, bool]]:
-        """(outcome, cached) per item, in order; each distinct content goes to the model once."""
-        known: dict[str, Outcome] = {}
-        fresh: dict[str, Item] = {}
-        for item in items:
-            entry = self.cache.get(item.content_sha)
-            if entry is not None:
-                known[item.content_sha] = Outcome(verdict=entry["verdict"], scores=entry["scores"])
-            else:
-                fresh.setdefault(item.content_sha, item)
-        for sha, outcome in zip(fresh, self.moderator.moderate(list(fresh.values()))):
-            known[sha] = outcome
-            self.stats.prompt_tokens += outcome.prompt_tokens
-            self.stats.completion_tokens += outcome.completion_tokens
-            self.stats.cached_tokens += outcome.cached_tokens
-            if outcome.verdict is not None:
-                self.cache.put(sha, {"verdict": outcome.verdict, "scores": outcome.scores})
-        # Only the item that went to the model is uncached; its twins reuse the outcome.
-        return [(known[item.content_sha], fresh.get(item.content_sha) is not item) for item in items]
-
-    def _count(self, records: list[dict]) -> None:
-        for record in records:
-            self.stats.processed += 1
-            if "verdict" in record:
-                self.stats.verdicts += 1
-                self.stats.cache_hits += record["provenance"]["cached"]
-            else:
-                self.stats.errors += 1
 
     def _check_budget(self) -> None:
         s, o = self.stats, self.options

@@ -60,6 +60,21 @@ def _add_run(sub) -> None:
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
     p.add_argument("--thresholds", help="JSON file of {policy: threshold} (as `eval --llm-dev` writes); records list "
                                          "the policies whose score reaches it as `flagged`")
+    p.add_argument("--screen", metavar="DIR",
+                   help="a cheap first stage (from `moderation screen fit`): items it is confident are clean get an "
+                        "allow verdict without the LLM")
+    p.add_argument("--verdict-cache", metavar="PATH",
+                   help="persistent SQLite verdict cache shared across runs, keyed by content, model, adapter, prompt "
+                        "and policy: repeated items skip the LLM")
+    g = p.add_argument_group("distributed (Ray Data)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): this process; ray: a Ray cluster, with OUTPUT a directory of shards")
+    g.add_argument("--address", help="ray: cluster address (default: $RAY_ADDRESS, else a local cluster)")
+    g.add_argument("--actors", type=int, default=1, help="ray: actors, each holding one backend (default 1)")
+    g.add_argument("--actor-cpus", type=float, default=1, help="ray: CPUs per actor (default 1)")
+    g.add_argument("--actor-gpus", type=float, default=0, help="ray: GPUs per actor (default 0)")
+    g.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet",
+                   help="ray: format of the output shards (default parquet)")
     _add_backend_args(p)
 
 
@@ -142,9 +157,13 @@ def _count_rows(path: Path, fmt: str) -> int | None:
 
 
 def cmd_run(args) -> int:
+    if args.engine == "ray":
+        from moderation.distributed import run_ray
+
+        return run_ray(args)
     from tqdm import tqdm
 
-    from moderation.batch import BatchRunner, ErrorBudgetExceeded, RunOptions, summarize
+    from moderation.batch import BatchRunner, ErrorBudgetExceeded, summarize
     from moderation.items import ReadLimits, detect_format, parse_column_map, read_items
 
     path = Path(args.input)
@@ -152,9 +171,10 @@ def cmd_run(args) -> int:
     limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
     rows = read_items(path, fmt=fmt, columns=parse_column_map(args.columns), default_kind=args.kind, limits=limits)
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
-    options = RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=_thresholds(args.thresholds))
+    options = run_options(args)
+    screen, store = run_screen(args), run_store(args)
     moderator = _one_adapter_moderator(args)
-    runner = BatchRunner(moderator, options)
+    runner = BatchRunner(moderator, options, screen=screen, store=store)
     code = EXIT_OK
     bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
     try:
@@ -168,11 +188,37 @@ def cmd_run(args) -> int:
     finally:
         bar.close()
         moderator.backend.close()
-    summary = {**summarize(args.output), "this_run": _run_figures(runner.stats)}
+        if store is not None:
+            store.close()
+    summary = {**summarize(args.output), "this_run": run_figures(runner.stats)}
     summary_path = Path(str(args.output) + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, args.output, summary_path)
     return code
+
+
+def run_options(args):
+    from moderation.batch import RunOptions
+
+    return RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=_thresholds(args.thresholds))
+
+
+def run_screen(args):
+    """The --screen first stage, or None."""
+    if not args.screen:
+        return None
+    from moderation.screen import load_screen
+
+    return load_screen(args.screen)
+
+
+def run_store(args):
+    """The --verdict-cache store, or None."""
+    if not args.verdict_cache:
+        return None
+    from moderation.verdict_store import VerdictStore
+
+    return VerdictStore(args.verdict_cache)
 
 
 def _thresholds(path: str | None) -> dict[str, float] | None:
@@ -242,13 +288,17 @@ def _peek(rows):
     return rows if first is None else itertools.chain([first], rows)
 
 
-def _run_figures(stats) -> dict:
+def run_figures(stats) -> dict:
     return {
         "processed": stats.processed,
         "skipped_already_done": stats.skipped,
         "verdicts": stats.verdicts,
         "errors": stats.errors,
         "cache_hits": stats.cache_hits,
+        "verdict_cache_hits": stats.store_hits,
+        "verdict_cache_hit_rate": round(stats.store_hits / stats.processed, 4) if stats.processed else 0.0,
+        "screened": stats.screened,
+        "screened_share": round(stats.screened / stats.processed, 4) if stats.processed else 0.0,
         "elapsed_s": round(stats.elapsed_s, 2),
         "items_per_s": round(stats.items_per_s, 3),
         "prompt_tokens": stats.prompt_tokens,
@@ -264,7 +314,9 @@ def _print_summary(summary: dict, output, summary_path: Path | None = None) -> N
     run = summary.get("this_run")
     if run:
         print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s), "
-              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache, "
+              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache "
+              f"({run['verdict_cache_hits']} from the persistent verdict cache, {run['verdict_cache_hit_rate']:.0%}), "
+              f"{run['screened']} cleared by the screen, "
               f"{run['prefix_cache_hit_rate']:.0%} of prompt tokens from the prefix cache")
     for title, key in (("decisions", "decisions"), ("policies flagged", "policies"), ("kinds", "kinds"),
                        ("errors by stage", "errors_by_stage"), ("top error reasons", "top_error_reasons")):
