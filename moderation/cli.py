@@ -14,6 +14,7 @@ from moderation.curate_cli import add_curate_parser, cmd_curate
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
 from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
+from moderation.screen_cli import add_screen_parser, cmd_screen
 
 logger = logging.getLogger("moderation")
 
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the summary of an output file")
     p.add_argument("output", help="a JSONL file written by `moderation run`")
     add_curate_parser(sub)
+    add_screen_parser(sub)
     model = sub.add_parser("model", help="manage the embedded default model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory (once)")
@@ -385,6 +387,7 @@ def cmd_serve(args) -> int:
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate}
 COMMANDS["review"] = review_cli.cmd_review
 COMMANDS["merchants"] = merchants_cli.cmd_merchants
+COMMANDS["screen"] = cmd_screen
 
 
 def main(argv: list[str] | None = None) -> int:
