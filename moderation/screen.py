@@ -48,7 +48,7 @@ class ScreenSettings:
     """How a screen is fitted and its threshold chosen."""
 
     max_recall_loss: float = field(default=0.01, metadata={"help": "Share of violating dev items the screen may clear, at most."})
-    criterion: str = field(default="pooled", metadata={"help": "pooled: the loss bound holds over all dev items together; "
+    criterion: str = field(default="every-set", metadata={"help": "pooled: the loss bound holds over all dev items together; "
                                                                "every-set: it holds on each set's dev split."})
     max_features: int = field(default=200_000, metadata={"help": "TF-IDF vocabulary size, at most."})
     seed: int = field(default=0, metadata={"help": "Seed of the logistic regressions."})
@@ -175,7 +175,7 @@ def dev_figures(scores: np.ndarray, violating: np.ndarray, threshold: float) -> 
 
 
 def fit_screen(train: list[LabelledItem], dev: list[LabelledItem], max_recall_loss: float = 0.01, *,
-               criterion: str = "pooled", max_features: int = 200_000, seed: int = 0) -> Screen:
+               criterion: str = "every-set", max_features: int = 200_000, seed: int = 0) -> Screen:
     """Train the TF-IDF scorer on `train` and choose the threshold on `dev`.
 
     Args:

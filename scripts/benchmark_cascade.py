@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--screen", metavar="DIR", help="a screen from `moderation screen fit` (default: fit one here)")
     p.add_argument("--fit-sets", help="sets whose train/dev splits fit the screen (default: every set, as `screen fit`)")
     p.add_argument("--max-recall-loss", type=float, default=0.01, help="the screen's dev recall-loss bound (default 0.01)")
-    p.add_argument("--criterion", choices=CRITERIA, default="pooled", help="how the bound holds over sets (default pooled)")
+    p.add_argument("--criterion", choices=CRITERIA, default="every-set", help="how the bound holds over sets (default every-set)")
     p.add_argument("--max-features", type=int, default=200_000, help="TF-IDF vocabulary size, at most (default 200,000)")
     p.add_argument("--warmup", type=int, default=8, help="dev items moderated before any timing (engine warm-up; default 8)")
     p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
