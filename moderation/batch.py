@@ -392,9 +392,14 @@ class BatchRunner:
 
 def summarize(path: str | Path) -> dict[str, Any]:
     """Counts over a whole output file (this run and any earlier ones it resumed)."""
+    return summarize_records(read_output(Path(path)))
+
+
+def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts over output records (of a file, or of the Ray engine's shards)."""
     decisions, policies, kinds, error_stages, reasons = Counter(), Counter(), Counter(), Counter(), Counter()
     rows = 0
-    for record in read_output(Path(path)):
+    for record in records:
         rows += 1
         kinds[record.get("kind") or "unknown"] += 1
         if "verdict" in record:

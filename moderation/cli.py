@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_serve(sub)
     p = sub.add_parser("summary", help="print the summary of an output file")
-    p.add_argument("output", help="a JSONL file written by `moderation run`")
+    p.add_argument("output", help="a JSONL file written by `moderation run`, or its shard directory with --engine ray")
     add_curate_parser(sub)
     add_screen_parser(sub)
     model = sub.add_parser("model", help="manage the embedded default model")
@@ -331,8 +331,13 @@ def _print_summary(summary: dict, output, summary_path: Path | None = None) -> N
 
 
 def cmd_summary(args) -> int:
-    from moderation.batch import summarize
+    from moderation.batch import summarize, summarize_records
 
+    if Path(args.output).is_dir() or "://" in args.output:  # shards of `run --engine ray`
+        from moderation.distributed import read_ray_output
+
+        _print_summary(summarize_records(read_ray_output(args.output)), args.output)
+        return EXIT_OK
     if not Path(args.output).is_file():
         raise InputError(f"output file not found: {args.output}")
     _print_summary(summarize(args.output), args.output)

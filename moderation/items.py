@@ -300,11 +300,31 @@ def read_items(
         raise InputError(f"input file is empty: {path}")
     opts = {"columns": columns or {}, "default_kind": default_kind, "limits": limits}
     if fmt == "parquet":
-        yield from _read_parquet(path, **opts)
+        yield from read_stream(path, fmt, name=str(path), **opts)
         return
     _refuse_binary(path)
-    reader = _read_jsonl if fmt == "jsonl" else _read_csv
-    yield from reader(path, **opts)
+    with _open_binary(path) as fh:
+        yield from read_stream(fh, fmt, name=str(path), **opts)
+
+
+def read_stream(source, fmt: str, *, name: str, **opts) -> Iterator[Row]:
+    """Rows from one open, decompressed binary stream: the parser behind `read_items`, and
+    behind the Ray engine's readers (moderation.distributed), so both see the same rows.
+
+    Args:
+        source: a binary file object (a path too, for Parquet).
+        fmt: jsonl, csv or parquet.
+        name: the file's name, for error messages.
+        **opts: columns, default_kind and limits, as for `read_items`.
+    """
+    if fmt == "parquet":
+        return _read_parquet(source, name, **opts)
+    return (_read_jsonl if fmt == "jsonl" else _read_csv)(source, name, **opts)
+
+
+def looks_binary(head: bytes) -> bool:
+    """A NUL byte in the first bytes: not JSONL or CSV text."""
+    return b"\x00" in head[:65536]
 
 
 def _open_binary(path: Path):
@@ -317,75 +337,73 @@ def _refuse_binary(path: Path) -> None:
             head = fh.read(65536)
         except (OSError, EOFError) as exc:
             raise InputError(f"cannot read {path}: {exc}") from None
-    if b"\x00" in head:
+    if looks_binary(head):
         raise InputError(f"{path} looks like a binary file, not JSONL or CSV text")
 
 
-def _read_jsonl(path: Path, **opts) -> Iterator[Row]:
+def _read_jsonl(fh, name: str, **opts) -> Iterator[Row]:
     limits: ReadLimits = opts["limits"]
-    with _open_binary(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if len(raw) > limits.max_row_bytes:
-                yield line_no, RowError(line_no, None, f"row is {len(raw)} bytes, over the {limits.max_row_bytes}-byte limit")
-                continue
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield line_no, RowError(line_no, None, "row is not valid UTF-8")
-                continue
-            except json.JSONDecodeError as exc:
-                yield line_no, RowError(line_no, None, f"row is not valid JSON: {exc.msg} at column {exc.colno}")
-                continue
-            if not isinstance(record, dict):
-                yield line_no, RowError(line_no, None, f"row is a JSON {type(record).__name__}, not an object")
-                continue
-            yield line_no, build_item(record, line_no, **opts)
+    for line_no, raw in enumerate(fh, start=1):
+        if len(raw) > limits.max_row_bytes:
+            yield line_no, RowError(line_no, None, f"row is {len(raw)} bytes, over the {limits.max_row_bytes}-byte limit")
+            continue
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield line_no, RowError(line_no, None, "row is not valid UTF-8")
+            continue
+        except json.JSONDecodeError as exc:
+            yield line_no, RowError(line_no, None, f"row is not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(record, dict):
+            yield line_no, RowError(line_no, None, f"row is a JSON {type(record).__name__}, not an object")
+            continue
+        yield line_no, build_item(record, line_no, **opts)
 
 
-def _read_csv(path: Path, **opts) -> Iterator[Row]:
+def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
     limits: ReadLimits = opts["limits"]
     csv.field_size_limit(limits.max_row_bytes)
-    with _open_binary(path) as raw_fh:
-        text = io.TextIOWrapper(raw_fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text)
+    text = io.TextIOWrapper(raw_fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputError(f"{name}: cannot read the CSV header: {exc}") from None
+    last_line = reader.line_num
+    while True:
+        start = last_line + 1
         try:
-            header = next(reader)
+            cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise InputError(f"{path}: cannot read the CSV header: {exc}") from None
-        last_line = reader.line_num
-        while True:
-            start = last_line + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                last_line = reader.line_num
-                yield start, RowError(start, None, f"broken CSV row (lines {start}-{last_line}): {exc}")
-                continue
             last_line = reader.line_num
-            if not cells:
-                continue
-            if len(cells) != len(header):
-                span = f"line {start}" if last_line == start else f"lines {start}-{last_line}"
-                yield start, RowError(
-                    start, None, f"{span}: expected {len(header)} fields, got {len(cells)} (broken quoting?)"
-                )
-                continue
-            yield start, build_item(dict(zip(header, cells)), start, **opts)
+            yield start, RowError(start, None, f"broken CSV row (lines {start}-{last_line}): {exc}")
+            continue
+        last_line = reader.line_num
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            span = f"line {start}" if last_line == start else f"lines {start}-{last_line}"
+            yield start, RowError(
+                start, None, f"{span}: expected {len(header)} fields, got {len(cells)} (broken quoting?)"
+            )
+            continue
+        yield start, build_item(dict(zip(header, cells)), start, **opts)
 
 
-def _read_parquet(path: Path, **opts) -> Iterator[Row]:
+def _read_parquet(source, name: str, **opts) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises several types for a bad file
-        raise InputError(f"{path} is not a readable Parquet file: {exc}") from None
+        raise InputError(f"{name} is not a readable Parquet file: {exc}") from None
     row_no = 0
     for batch in parquet.iter_batches(batch_size=2048):
         for record in batch.to_pylist():

@@ -7,7 +7,9 @@ as evidence, so its verdicts are schema-valid and grounded. Tests pass `respond`
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from collections.abc import Callable
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
@@ -49,8 +51,13 @@ class FakeBackend:
         self.model_sha = None
         self.respond = respond or (lambda request: json.dumps(keyword_verdict(item_text_of(request))))
         self.calls: list[list[GenerationRequest]] = []
+        # Seconds per request, to stand in for a slow model in process-level tests (a killed Ray
+        # actor, an interrupted run) where no `respond` can be passed in.
+        self.delay_s = float(os.environ.get("MODERATION_FAKE_DELAY_S", "0"))
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        if self.delay_s:
+            time.sleep(self.delay_s * len(requests))
         for r in requests:
             check_adapter(self.config, r.adapter)
         self.calls.append(list(requests))
