@@ -153,7 +153,6 @@ def test_a_killed_actor_loses_no_item(cluster, messy_dump, tmp_path):
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
     # Ray Data retries the lost batch on a restarted actor or on the other one.
-    print(f"actor processes: {len(list(pids.iterdir()))}")
     assert_same_records(tmp_path / "ray", local_records(messy_dump, tmp_path))
 
 
