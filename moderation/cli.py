@@ -175,7 +175,7 @@ def cmd_run(args) -> int:
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
     options = run_options(args)
     screen, store = run_screen(args), run_store(args)
-    moderator = _one_adapter_moderator(args)
+    moderator = run_moderator(args)
     runner = BatchRunner(moderator, options, screen=screen, store=store)
     code = EXIT_OK
     bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
@@ -273,7 +273,7 @@ def _build_moderator(args):
                      scores=args.scores)
 
 
-def _one_adapter_moderator(args):
+def run_moderator(args):
     """For run and eval: the moderator asking for the one --adapter given, if any."""
     if len(args.adapter) > 1:
         raise ConfigError(f"`moderation {args.command}` applies one --adapter, got {len(args.adapter)}")
@@ -357,7 +357,7 @@ def cmd_eval(args) -> int:
 
     if args.eval_command == "compare":
         return compare_runs(args)
-    return evaluate_sets(args, _one_adapter_moderator)
+    return evaluate_sets(args, run_moderator)
 
 
 def cmd_serve(args) -> int:

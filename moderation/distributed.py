@@ -167,14 +167,14 @@ class ModerateBatch:
 
     def __init__(self, args):
         from moderation.batch import ChunkModerator
-        from moderation.cli import _one_adapter_moderator, run_options, run_screen, run_store
+        from moderation.cli import run_moderator, run_options, run_screen, run_store
 
         if not args.actor_gpus:
             # vLLM's default binds every CPU engine's threads to the same cores; unbound, each actor's
             # engine runs OMP_NUM_THREADS (Ray sets it to the actor's CPUs) threads wherever the OS puts them.
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self.options = run_options(args)
-        self.chunks = ChunkModerator(_one_adapter_moderator(args), self.options,
+        self.chunks = ChunkModerator(run_moderator(args), self.options,
                                      screen=run_screen(args), store=run_store(args))
         pid_dir = os.environ.get("MODERATION_RAY_PID_DIR")  # tests find and kill actors by it
         if pid_dir:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moderation.batch import BatchRunner, RunOptions, read_output  # noqa: E402
-from moderation.cli import _add_backend_args, _one_adapter_moderator  # noqa: E402
+from moderation.cli import _add_backend_args, run_moderator  # noqa: E402
 from moderation.evalsets import load_set, set_names  # noqa: E402
 from moderation.evaluate import gold_labels, llm_outputs, sample  # noqa: E402
 from moderation.metrics import macro_f1  # noqa: E402
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = Path(args.out_dir)
     screen = get_screen(args)
-    moderator = _one_adapter_moderator(args)
+    moderator = run_moderator(args)
     try:
         results, reset = moderate_sets(args, moderator, screen)
     finally:

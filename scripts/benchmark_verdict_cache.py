@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moderation.batch import BatchRunner, RunOptions  # noqa: E402
-from moderation.cli import _add_backend_args, _one_adapter_moderator  # noqa: E402
+from moderation.cli import _add_backend_args, run_moderator  # noqa: E402
 from moderation.items import read_items  # noqa: E402
 from moderation.verdict_store import VerdictStore  # noqa: E402
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     day1 = write_jsonl(out / "day1.jsonl", rows)
     day3 = write_jsonl(out / "day3.jsonl", nightly_variant(rows, args.edited, args.new, args.seed))
-    moderator = _one_adapter_moderator(args)
+    moderator = run_moderator(args)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = VerdictStore(Path(tmp) / "verdicts.sqlite")
