@@ -200,6 +200,20 @@ def test_real_model_verdicts_match_a_local_run(cluster, tmp_path):
            "--address", cluster, "--actors", "2", *real]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    ray_verdicts = {r["id"]: (r.get("verdict"), r.get("scores")) for r in read_ray_output(str(tmp_path / "ray"))}
-    assert ray_verdicts == {r["id"]: (r.get("verdict"), r.get("scores")) for r in read_output(local)}
-    assert len(ray_verdicts) == 4
+    ray_records = {r["id"]: r for r in read_ray_output(str(tmp_path / "ray"))}
+    local_records = {r["id"]: r for r in read_output(local)}
+    assert len(ray_records) == 4 and set(ray_records) == set(local_records)
+    for item_id, record in ray_records.items():
+        assert record["verdict"] == local_records[item_id]["verdict"]
+        # Probabilities are sums of floats whose order follows the engine's batch: another batch
+        # composition moves them in the 4th decimal (measured: up to 2.3e-4), never more.
+        assert_close(record["scores"], local_records[item_id]["scores"], 2e-3)
+
+
+def assert_close(a, b, tol):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_close(a[key], b[key], tol)
+    else:
+        assert abs(a - b) <= tol, (a, b)
