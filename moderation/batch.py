@@ -216,11 +216,13 @@ def output_record(line: int | None, row: Item | RowError, provenance: dict, outc
     return record
 
 
+RATIONALE_MAX = 100  # the verdict schema's maxLength
+
+
 def screen_verdict(screen: dict) -> dict:
     """The allow verdict of an item the first stage cleared."""
-    return {"decision": "allow", "violations": [],
-            "rationale": f"Cleared by the {screen['name']} screen: violation score {screen['score']:.4f} "
-                         f"below its threshold {screen['threshold']:.4f}; not sent to the LLM."}
+    rationale = f"Cleared by the {screen['name']} screen (score {screen['score']:.4f} < {screen['threshold']:.4f}); no LLM call."
+    return {"decision": "allow", "violations": [], "rationale": rationale[:RATIONALE_MAX]}
 
 
 class ChunkModerator:

@@ -2,18 +2,20 @@ import importlib.util
 import json
 import pickle
 
+import jsonschema
 import numpy as np
 import pytest
 from conftest import ROOT, listing, read_jsonl, write_jsonl
 
 from moderation.baselines import TfidfBaseline
 from moderation.backends.fake import item_text_of
-from moderation.batch import BatchRunner, ChunkModerator
+from moderation.batch import BatchRunner, ChunkModerator, screen_verdict
 from moderation.cli import main
 from moderation.datasets import LabelledItem
 from moderation.errors import ConfigError
 from moderation.evalsets import load_set
 from moderation.items import Item, read_items
+from moderation.schema import verdict_schema
 from moderation.screen import Screen, ScreenSettings, choose_threshold, dev_figures, fit_screen, load_screen
 
 SMALL = 3000  # TF-IDF features: keeps every fit in this file to a second or two
@@ -171,6 +173,12 @@ def test_cleared_items_never_reach_the_backend(fitted, make_moderator, tmp_path)
     for r in records:
         if r["id"] in cleared:
             assert r["verdict"]["decision"] == "allow" and r["screen"]["score"] < r["screen"]["threshold"]
+            jsonschema.validate(r["verdict"], verdict_schema())
+
+
+def test_a_screen_verdict_is_schema_valid_whatever_the_screen_name():
+    info = {"name": "a-much-longer-embedding-classifier-name", "score": 0.00012345, "threshold": 0.0383}
+    jsonschema.validate(screen_verdict(info), verdict_schema())
 
 
 def test_run_with_screen_flag_writes_screen_fields(fitted, tmp_path, capsys):
