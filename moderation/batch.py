@@ -320,6 +320,13 @@ class ChunkModerator:
                 self.stats.errors += 1
 
 
+def check_budget(stats: RunStats, options: RunOptions, who: str = "") -> None:
+    """Raise ErrorBudgetExceeded once too large a share of the processed rows are errors."""
+    if stats.processed >= options.budget_min_rows and stats.errors > options.error_budget * stats.processed:
+        raise ErrorBudgetExceeded(f"{who}{stats.errors} of {stats.processed} rows were errors, over the error "
+                                  f"budget of {options.error_budget:.0%}")
+
+
 def source_key(provenance: dict[str, Any]) -> str:
     """What a stored verdict depends on besides the content: model, adapter, backend, prompt and
     policy (the provenance's SOURCE_KEYS). An entry without scores does not serve a run that
@@ -382,14 +389,8 @@ class BatchRunner:
         if progress is not None:
             progress.update(len(records))
         self.stats.elapsed_s = time.perf_counter() - started
-        self._check_budget()
+        check_budget(self.stats, self.options)
 
-    def _check_budget(self) -> None:
-        s, o = self.stats, self.options
-        if s.processed >= o.budget_min_rows and s.errors > o.error_budget * s.processed:
-            raise ErrorBudgetExceeded(
-                f"{s.errors} of {s.processed} rows were errors, over the error budget of {o.error_budget:.0%}"
-            )
 
 
 def summarize(path: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from moderation.batch import ErrorBudgetExceeded, RowKeys, summarize_records
+from moderation.batch import ErrorBudgetExceeded, RowKeys, check_budget, summarize_records
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
 from moderation.items import KINDS, Item, ReadLimits, RowError, detect_format, looks_binary, parse_column_map, read_stream
 
@@ -183,10 +183,7 @@ class ModerateBatch:
     def __call__(self, batch):
         rows = batch.to_pylist()
         records = self.chunks.records([(r["line"], decode_row(r["row"])) for r in rows])
-        s, o = self.chunks.stats, self.options
-        if s.processed >= o.budget_min_rows and s.errors > o.error_budget * s.processed:
-            raise ErrorBudgetExceeded(f"an actor saw {s.errors} errors in {s.processed} rows, over the "
-                                      f"error budget of {o.error_budget:.0%}")
+        check_budget(self.chunks.stats, self.options, who="an actor: ")
         out = {name: [r[name] for r in rows] for name in ("key", "id", "file", "line")}
         out["record"] = [json.dumps(r, ensure_ascii=False) for r in records]
         return _table(out)
@@ -244,12 +241,11 @@ class ShardDir:
             except BlockingIOError:
                 raise ConfigError(f"another run is writing {self.uri}") from None
 
-    def shards(self, run_id: str | None = None) -> list[str]:
+    def shards(self) -> list[str]:
         import pyarrow.fs as pafs
 
         infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
-        names = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(tuple(SHARD_FORMATS.values())))
-        return [n for n in names if run_id is None or posixpath.basename(n).startswith(run_id + "_")]
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(tuple(SHARD_FORMATS.values())))
 
     def rows(self, shard: str) -> list[dict]:
         """{key, id, file, line, record} of one shard. Raises ValueError for a torn or unreadable one."""
@@ -282,8 +278,8 @@ class ShardDir:
                 self.fs.delete_file(shard)
         return done
 
-    def records(self, run_id: str | None = None) -> Iterator[dict]:
-        for shard in self.shards(run_id):
+    def records(self) -> Iterator[dict]:
+        for shard in self.shards():
             for row in self.rows(shard):
                 yield json.loads(row["record"])
 
@@ -376,8 +372,10 @@ def run_ray(args) -> int:
         print(f"stopped: {cause}", file=sys.stderr)
         code = EXIT_BUDGET if isinstance(cause, ErrorBudgetExceeded) else (
             EXIT_BACKEND if isinstance(cause, BackendError) else EXIT_USAGE)
-    run = _figures(out, run_id, len(done), args, started)
-    summary = {**summarize_records(out.records()), "this_run": run}
+    mine: list[dict] = []
+    summary = summarize_records(_all_records(out, run_id, mine))  # one read of the shards
+    run = _figures(mine, run_id, len(done), args, started)
+    summary["this_run"] = run
     path = out.write_summary(summary)
     _print_summary({k: v for k, v in summary.items() if k != "this_run"}, args.output)
     print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s, "
@@ -394,9 +392,19 @@ def _moderation_error(exc: BaseException) -> ModerationError | None:
     return None
 
 
-def _figures(out: ShardDir, run_id: str, skipped: int, args, started: float) -> dict:
-    """This run's counts, from the shards it wrote; the time includes cluster and model start."""
-    records = list(out.records(run_id))
+def _all_records(out: ShardDir, run_id: str, mine: list[dict]) -> Iterator[dict]:
+    """Every record in the shards; those of this run's shards are also appended to `mine`."""
+    for shard in out.shards():
+        own = posixpath.basename(shard).startswith(run_id + "_")
+        for row in out.rows(shard):
+            record = json.loads(row["record"])
+            if own:
+                mine.append(record)
+            yield record
+
+
+def _figures(records: list[dict], run_id: str, skipped: int, args, started: float) -> dict:
+    """This run's counts, from the records of the shards it wrote; the time includes cluster and model start."""
     elapsed = time.perf_counter() - started
     cached = sum(bool(r["provenance"].get("cached")) for r in records if "verdict" in r)
     return {
