@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moderation.augment import augment
 from moderation.datasets import LabelledItem
 from moderation.dedup import MinHashIndex
 from moderation.errors import ConfigError, InputError, VerdictError
@@ -53,6 +54,8 @@ class CurateConfig:
 
     per_label: int = field(default=16, metadata={"help": "Public sets: train items per set and gold label (a policy or none)."})
     marketplace_per_label: int = field(default=10, metadata={"help": "Marketplace: train items per first gold policy."})
+    corpus_per_label: int = field(default=10000, metadata={"help": "Marketplace training corpus: items per first gold policy and clean items (default: all)."})
+    augment_share: float = field(default=0.0, metadata={"help": "Share of the corpus's violating items that also get a prompt-injection copy (phone numbers are also obfuscated in a copy when > 0)."})
     allow_per_set: int = field(default=16, metadata={"help": "Items with no violation (allow) per set."})
     max_item_chars: int = field(default=1200, metadata={"help": "Skip labelled items whose text is longer (short prompts)."})
     synthetic_pairs: int = field(default=0, metadata={"help": "Synthetic preference pairs per set from labelled items."})
@@ -61,10 +64,10 @@ class CurateConfig:
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
 
     def __post_init__(self):
-        for name in ("per_label", "marketplace_per_label", "allow_per_set", "max_item_chars", "synthetic_pairs"):
+        for name in ("per_label", "marketplace_per_label", "corpus_per_label", "allow_per_set", "max_item_chars", "synthetic_pairs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"CurateConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("near_dup_threshold", "held_out_share"):
+        for name in ("near_dup_threshold", "held_out_share", "augment_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"CurateConfig.{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -119,9 +122,23 @@ def choose_evidence(text: str, policy_id: str) -> str | None:
     return candidates[0] if candidates else None
 
 
+def quoted_evidence(text: str, quote: str) -> str | None:
+    """The quotable piece (as constrained decoding may choose it) that best holds a gold quote:
+    the shortest candidate containing it, else the longest candidate inside it."""
+    candidates = [c for c in evidence_candidates(text) if len(c) <= 100]
+    holding = [c for c in candidates if quote in c]
+    if holding:
+        return min(holding, key=len)
+    inside = [c for c in candidates if c in quote and len(c) >= 4]
+    return max(inside, key=len) if inside else None
+
+
+OWN_SETS = ("marketplace", "marketplace_corpus")  # written for this project, with rationales
+
+
 def _rationale(li: LabelledItem, policy: Policy, violations: list[str]) -> str:
     # Only the project's own set has written rationales; the public sets' are label names.
-    if li.source == "marketplace" and li.rationale:
+    if li.source in OWN_SETS and li.rationale:
         return li.rationale if len(li.rationale) <= 100 else textwrap.shorten(li.rationale, 100, placeholder="...")
     if not violations:
         return ALLOW_RATIONALE
@@ -135,9 +152,11 @@ def gold_verdict(li: LabelledItem, policy: Policy) -> dict[str, Any] | None:
     action of its most severe violation.
     """
     ids = [p.id for p in policy.policies if p.id in li.gold_violations][:3]  # the schema allows 3
+    quotes = dict(li.evidence)
     violations = []
     for pid in ids:
-        evidence = choose_evidence(li.item.text(), pid)
+        text = li.item.text()
+        evidence = (quoted_evidence(text, quotes[pid]) if pid in quotes else None) or choose_evidence(text, pid)
         if evidence is None:
             return None
         violations.append({"policy": pid, "severity": policy.entry(pid).severity, "evidence": evidence})
@@ -243,7 +262,16 @@ def _label(li: LabelledItem, policy: Policy) -> str:
     return next((p.id for p in policy.policies if p.id in li.gold_violations), "none")
 
 
-def sample_labelled(items: Iterable[LabelledItem], policy: Policy, config: CurateConfig, marketplace: bool) -> list[LabelledItem]:
+def _cap(config: CurateConfig, name: str, label: str) -> int:
+    """How many train items of one stratum (a first gold policy, or none) a set gives."""
+    if name == "marketplace_corpus":
+        return config.corpus_per_label
+    if label == "none":
+        return config.allow_per_set
+    return config.marketplace_per_label if name == "marketplace" else config.per_label
+
+
+def sample_labelled(items: Iterable[LabelledItem], policy: Policy, config: CurateConfig, name: str) -> list[LabelledItem]:
     """A capped, stratified, seeded sample of one set's train items."""
     strata: dict[str, list[LabelledItem]] = defaultdict(list)
     for li in items:
@@ -254,8 +282,7 @@ def sample_labelled(items: Iterable[LabelledItem], policy: Policy, config: Curat
     for label in sorted(strata):
         pool = sorted(strata[label], key=lambda li: li.item.id)
         rng.shuffle(pool)
-        cap = config.allow_per_set if label == "none" else (config.marketplace_per_label if marketplace else config.per_label)
-        chosen += pool[:cap * 3]  # spares, for rows lost to dedup and leakage
+        chosen += pool[:_cap(config, name, label) * 3]  # spares, for rows lost to dedup and leakage
     return chosen
 
 
@@ -297,11 +324,9 @@ class Curator:
 
     def add_labelled(self, name: str, items: list[LabelledItem]) -> None:
         """Sampled train items of one set as SFT rows (and synthetic pairs if configured)."""
-        marketplace = name == "marketplace"
-        cap_of = lambda label: self.config.allow_per_set if label == "none" else (
-            self.config.marketplace_per_label if marketplace else self.config.per_label)
+        cap_of = lambda label: _cap(self.config, name, label)
         taken, pairs = Counter(), 0
-        for li in sample_labelled(items, self.policy, self.config, marketplace):
+        for li in sample_labelled(items, self.policy, self.config, name):
             label = _label(li, self.policy)
             if taken[label] >= cap_of(label) or not self.admit(li.item, f"{name}/{li.item.id}"):
                 continue
@@ -312,6 +337,16 @@ class Curator:
             taken[label] += 1
             if pairs < self.config.synthetic_pairs and self._add_synthetic_pair(name, li, row):
                 pairs += 1
+
+    def add_augmented(self, name: str, items: list[LabelledItem]) -> None:
+        """Adversarial copies (moderation.augment) of a set's items, as rows of source augment:<attack>."""
+        for li in augment(items, self.config.augment_share, self.config.seed):
+            attack = "injection" if li.item.id.endswith("~inj") else "obfuscation"
+            if len(li.item.text()) > self.config.max_item_chars or not self.admit(li.item, f"{name}/{li.item.id}"):
+                continue
+            row = self._labelled_row(f"augment:{attack}", li)
+            if row is not None:
+                self.out.sft.append(row)
 
     def _labelled_row(self, name: str, li: LabelledItem) -> dict | None:
         verdict = gold_verdict(li, self.policy)
@@ -372,6 +407,10 @@ def curate(
         curator.add_case_checks(read_case_checks(path))
     for name, items in train_sets.items():
         curator.add_labelled(name, items)
+    if config.augment_share > 0:
+        for name in ("marketplace_corpus",):
+            if name in train_sets:
+                curator.add_augmented(name, train_sets[name])
     random.Random(config.seed).shuffle(curator.out.sft)
     return curator.out
 

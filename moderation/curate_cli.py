@@ -12,7 +12,8 @@ def add_curate_parser(sub) -> None:
     p = sub.add_parser("curate", help="build SFT / preference / KTO data sets from case checks and train splits")
     p.add_argument("-o", "--out-dir", required=True, help="output folder: sft/, preference/, kto/, README.md, leaks.json")
     p.add_argument("--case-checks", action="append", default=[], help="a `moderation review export` JSONL file (repeatable)")
-    p.add_argument("--sets", help="comma-separated labelled sets whose train splits to sample (default: all); 'none' for none")
+    p.add_argument("--sets", help="comma-separated labelled sets whose train splits to sample (default: all, with the "
+                                  "marketplace training corpus 'marketplace_corpus'); 'none' for none")
     p.add_argument("--test-sets", help="sets whose test splits are checked for leakage (default: all)")
     p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
     p.add_argument("--prompt", default="prompts/moderate.short.v1.txt", help="prompt template the rows are rendered with")
@@ -21,17 +22,18 @@ def add_curate_parser(sub) -> None:
         p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default, help=f.metadata["help"])
 
 
-def _set_list(text: str | None) -> list[str]:
-    from moderation.evalsets import set_names
+def _set_list(text: str | None, training: bool = False) -> list[str]:
+    from moderation.evalsets import CORPUS, set_names
 
+    known = [*set_names(), CORPUS] if training else set_names()
     if text == "none":
         return []
-    names = [n.strip() for n in text.split(",")] if text else set_names()
-    unknown = sorted(set(names) - set(set_names()))
+    names = [n.strip() for n in text.split(",")] if text else known
+    unknown = sorted(set(names) - set(known))
     if unknown:
         from moderation.errors import ConfigError
 
-        raise ConfigError(f"unknown sets {unknown}; choose from {set_names()}")
+        raise ConfigError(f"unknown sets {unknown}; choose from {known}")
     return names
 
 
@@ -43,7 +45,7 @@ def cmd_curate(args) -> int:
     config = CurateConfig(**{name: getattr(args, name) for name in CurateConfig.__dataclass_fields__})
     policy, template = load_policy(args.policy), load_template(args.prompt)
     print("loading labelled sets ...", file=sys.stderr)
-    train = {n: load_set(n, "train", args.data_dir) for n in _set_list(args.sets)}
+    train = {n: load_set(n, "train", args.data_dir) for n in _set_list(args.sets, training=True)}
     test = {n: load_set(n, "test", args.data_dir) for n in _set_list(args.test_sets)}
     curated = curate(train, test, args.case_checks, policy, template, config)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -46,6 +46,7 @@ class LabelledItem:
     gold_decision: str | None = None  # None: the set has no decision labels
     tags: tuple[str, ...] = ()
     rationale: str | None = None
+    evidence: tuple[tuple[str, str], ...] = ()  # (policy, verbatim quote) where the set has spans
 
     def __post_init__(self):
         unknown = sorted(self.gold_violations - set(POLICY_IDS))

@@ -24,12 +24,16 @@ MARKETPLACE = "marketplace"
 MARKETPLACE_DIR = PROJECT_ROOT / "eval_sets" / "marketplace"
 MARKETPLACE_SCHEMA = PROJECT_ROOT / "eval_sets" / "marketplace.schema.json"
 MARKETPLACE_LICENCE = "Apache-2.0 (written for this project)"
+# The training corpus: marketplace items written for training only (split "train"), never evaluated on.
+CORPUS = "marketplace_corpus"
+CORPUS_DIR = PROJECT_ROOT / "eval_sets" / "marketplace_corpus"
+CORPUS_SCHEMA = PROJECT_ROOT / "eval_sets" / "marketplace_corpus.schema.json"
 LABEL_KEYS = ("split", "gold", "tags")
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(json.loads(MARKETPLACE_SCHEMA.read_text()))
+def _validator(schema: Path = MARKETPLACE_SCHEMA) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema.read_text()))
 
 
 def _item_of(record: dict, line: int = 0) -> Item | RowError:
@@ -38,9 +42,10 @@ def _item_of(record: dict, line: int = 0) -> Item | RowError:
     return build_item(fields, line, columns={}, default_kind="listing", limits=ReadLimits())
 
 
-def validate_record(record: dict, where: str, item: Item | RowError | None = None) -> list[str]:
+def validate_record(record: dict, where: str, item: Item | RowError | None = None,
+                    schema: Path = MARKETPLACE_SCHEMA) -> list[str]:
     """Problems with one labelled record: schema errors, item errors, gold inconsistencies."""
-    problems = [f"{where}: {e.message[:160]}" for e in _validator().iter_errors(record)]
+    problems = [f"{where}: {e.message[:160]}" for e in _validator(schema).iter_errors(record)]
     if problems:
         return problems
     item = item if item is not None else _item_of(record)
@@ -55,6 +60,18 @@ def validate_record(record: dict, where: str, item: Item | RowError | None = Non
         problems.append(f"{where}: an adversarial item must violate a policy")
     if ("multi" in tags) != (len(gold["violations"]) > 1):
         problems.append(f"{where}: tag 'multi' must go with two or more violations")
+    if "evidence" in gold and isinstance(item, Item):
+        problems += _evidence_problems(gold, item.text(), where)
+    return problems
+
+
+def _evidence_problems(gold: dict, text: str, where: str) -> list[str]:
+    """Evidence quotes: one per violated policy, each verbatim in the item's text."""
+    problems = []
+    if set(gold["evidence"]) != set(gold["violations"]):
+        problems.append(f"{where}: evidence is given for {sorted(gold['evidence'])}, violations are {sorted(gold['violations'])}")
+    problems += [f"{where}: evidence for {p} is not in the item's text: {q[:60]!r}"
+                 for p, q in gold["evidence"].items() if q not in text]
     return problems
 
 
@@ -64,27 +81,44 @@ def load_marketplace(split: str | None = None, directory: Path = MARKETPLACE_DIR
     Raises:
         ConfigError: a record is invalid, or ids repeat.
     """
+    return _load_labelled(directory, MARKETPLACE_SCHEMA, MARKETPLACE, split)
+
+
+def load_corpus(directory: Path = CORPUS_DIR) -> list[LabelledItem]:
+    """The marketplace training corpus (every record is split "train"), validated, with evidence.
+
+    Raises:
+        ConfigError: a record is invalid, or ids repeat.
+    """
+    return _load_labelled(directory, CORPUS_SCHEMA, CORPUS, None)
+
+
+def _load_labelled(directory: Path, schema: Path, source: str, split: str | None) -> list[LabelledItem]:
     items, seen, problems = [], set(), []
     for path in sorted(directory.glob("*.jsonl")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
             record = json.loads(line)
             where = f"{path.name}:{n}"
             item = _item_of(record, n)
-            problems += validate_record(record, where, item)
+            problems += validate_record(record, where, item, schema)
             if record.get("id") in seen:
                 problems.append(f"{where}: id {record['id']} repeats")
             seen.add(record.get("id"))
             if problems or (split and record["split"] != split):
                 continue
             gold = record["gold"]
-            items.append(LabelledItem(item, frozenset(gold["violations"]), record["split"], MARKETPLACE, MARKETPLACE_LICENCE,
-                                      gold["decision"], tuple(record["tags"]), gold["rationale"]))
+            evidence = tuple((p, gold["evidence"][p]) for p in gold["violations"]) if "evidence" in gold else ()
+            items.append(LabelledItem(item, frozenset(gold["violations"]), record["split"], source, MARKETPLACE_LICENCE,
+                                      gold["decision"], tuple(record["tags"]), gold["rationale"], evidence))
     if problems:
-        raise ConfigError(f"{len(problems)} invalid marketplace records, first: " + "; ".join(problems[:5]))
+        raise ConfigError(f"{len(problems)} invalid {source} records, first: " + "; ".join(problems[:5]))
     return items
 
 
 def set_names() -> list[str]:
+    """The evaluation sets (the training corpus is not one: it has no dev or test split)."""
     return [MARKETPLACE, *PUBLIC_SETS]
 
 
@@ -94,12 +128,43 @@ def load_set(name: str, split: str | None = None, data_dir: str | os.PathLike | 
         raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
     if name == MARKETPLACE:
         return load_marketplace(split)
+    if name == CORPUS:
+        return load_corpus() if split in (None, "train") else []
     if name not in PUBLIC_SETS:
         raise ConfigError(f"unknown set {name!r}; known sets: {set_names()}")
     return load_public(name, data_dir, split=split)
 
 
-def data_card(items: list[LabelledItem]) -> str:
+MARKETPLACE_CARD_HEADER = [
+    "# Data card: marketplace evaluation set", "",
+    "Items written for this project: listings, merchant profiles, creator videos and live-chat windows,",
+    "in English and six other languages, each with gold violations (policy ids of `prompts/policy.yaml`),",
+    "a gold decision and a one-line rationale (in English or in the item's language). The split is fixed",
+    "in the data (`split` field). Licence: " + MARKETPLACE_LICENCE + ".", "",
+]
+CORPUS_CARD_HEADER = [
+    "# Data card: marketplace training corpus", "",
+    "Items written for this project to train the default model, and never used to evaluate it: listings,",
+    "merchant profiles, creator videos and live-chat windows in 12 languages, each with gold violations",
+    "(policy ids of `prompts/policy.yaml`), a gold decision, a one-line rationale and, per violated policy,",
+    "a verbatim evidence quote. Every record is split `train`; records are validated against",
+    "`eval_sets/marketplace_corpus.schema.json` (evidence quotes must occur in the item's text).",
+    "Licence: " + MARKETPLACE_LICENCE + ".", "",
+    "How it was written: item by item, by language-model writing assistants briefed with the policy",
+    "file and the labelling rules (one writer per language or pair of languages), then checked by",
+    "schema and script; not from templates. Native speakers have not reviewed it: expect some unnatural",
+    "phrasing and some labels a policy team would set differently (notably `restrict` against `remove`",
+    "for restricted goods sold without conditions, and country-specific legality). Writers never saw the",
+    "dev or test splits of `eval_sets/marketplace`; `moderation curate` also drops any row that is an exact",
+    "or near (MinHash) duplicate of an evaluation test item (none of this corpus was).", "",
+    "Augmentation is not in these files: `moderation curate --augment-share S` adds, at training time,",
+    "prompt-injection copies of a share S of the violating items (a line aimed at the moderator in the",
+    "item's language or English) and digit-spaced copies of items with phone numbers (moderation/augment.py);",
+    "they are counted as `augment:injection` and `augment:obfuscation` rows in the curated data's card.", "",
+]
+
+
+def data_card(items: list[LabelledItem], header: list[str] = MARKETPLACE_CARD_HEADER, regenerate: str = "scripts/data_card.py") -> str:
     """A Markdown data card with the counts that the coverage rules are checked against."""
     def table(title: str, counts: Counter) -> list[str]:
         rows = [f"| {k} | " + " | ".join(str(counts[(k, s)]) for s in SPLITS) + f" | {sum(counts[(k, s)] for s in SPLITS)} |"
@@ -118,15 +183,11 @@ def data_card(items: list[LabelledItem]) -> str:
             by["tag"][(t, s)] += 1
     splits = Counter(li.split for li in items)
     lines = [
-        "# Data card: marketplace evaluation set", "",
-        "Items written for this project: listings, merchant profiles, creator videos and live-chat windows,",
-        "in English and six other languages, each with gold violations (policy ids of `prompts/policy.yaml`),",
-        "a gold decision and a one-line rationale (in English or in the item's language). The split is fixed",
-        "in the data (`split` field). Licence: " + MARKETPLACE_LICENCE + ".", "",
+        *header,
         f"Items: {len(items)} (train {splits['train']}, dev {splits['dev']}, test {splits['test']}).", "",
         "Tags: `hard_negative` = legitimate items that look risky; `adversarial:*` = violating items that",
         "obfuscate, use code words or inject instructions aimed at the moderator; `multi` = two or more violations.", "",
-        "Regenerate with `python scripts/data_card.py`; `tests/test_evalsets.py` checks that it is current.", "",
+        f"Regenerate with `python {regenerate}`; `tests/test_evalsets.py` checks that it is current.", "",
     ]
     for title, key in (("Positives per policy", "policy"), ("Gold decisions", "decision"), ("Kinds", "kind"),
                        ("Languages", "language"), ("Tags", "tag")):

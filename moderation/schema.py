@@ -91,6 +91,13 @@ def parse_verdict(text: str, item_text: str) -> dict[str, Any]:
     return verdict
 
 
+# Clause breaks and word characters, with the full-width (CJK) and Arabic punctuation marks, so that
+# text in languages written without spaces still splits into quotable clauses.
+_PUNCT = ".!?;:,|()\\[\\]{}\"，。！？、；：「」『』【】《》（）…،؛؟"
+CLAUSE_BREAKS = f"[\\n{_PUNCT}]+"
+WORD = f"[^\\s{_PUNCT}]{{4,40}}"
+
+
 def evidence_candidates(item_text: str, limit: int = 160) -> list[str]:
     """Quotable pieces of an item: its clauses and its longer words, in order of appearance.
 
@@ -98,11 +105,11 @@ def evidence_candidates(item_text: str, limit: int = 160) -> list[str]:
     them always passes the evidence check.
     """
     pieces: list[str] = []
-    for clause in re.split(r"[\n.!?;:,|()\[\]{}\"]+", item_text):
+    for clause in re.split(CLAUSE_BREAKS, item_text):
         clause = clause.strip()
         if 3 <= len(clause) <= 120:
             pieces.append(clause)
-    pieces.extend(w for w in re.findall(r"[^\s.,;:!?()\[\]{}\"]{4,40}", item_text))
+    pieces.extend(w for w in re.findall(WORD, item_text))
     unique = list(dict.fromkeys(pieces))
     return unique[:limit]
 

@@ -1,8 +1,9 @@
-"""Regenerate eval_sets/marketplace/CARD.md from the data."""
+"""Regenerate the data cards: eval_sets/marketplace/CARD.md and eval_sets/marketplace_corpus/CARD.md."""
 
-from moderation.evalsets import MARKETPLACE_DIR, data_card, load_marketplace
+from moderation.evalsets import CORPUS_CARD_HEADER, CORPUS_DIR, MARKETPLACE_DIR, data_card, load_corpus, load_marketplace
 
 if __name__ == "__main__":
-    path = MARKETPLACE_DIR / "CARD.md"
-    path.write_text(data_card(load_marketplace()) + "\n")
-    print(f"wrote {path}")
+    for path, card in ((MARKETPLACE_DIR / "CARD.md", data_card(load_marketplace())),
+                       (CORPUS_DIR / "CARD.md", data_card(load_corpus(), CORPUS_CARD_HEADER))):
+        path.write_text(card + "\n")
+        print(f"wrote {path}")

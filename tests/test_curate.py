@@ -1,6 +1,7 @@
 """Curation: case checks -> TRL rows, dedup, exact and near-duplicate leakage, formats, CLI."""
 
 import json
+import random
 
 import pytest
 
@@ -190,3 +191,58 @@ def test_curate_cli_end_to_end(tmp_path, capsys):
 def test_bad_config_names_the_field():
     with pytest.raises(Exception, match="near_dup_threshold"):
         CurateConfig(near_dup_threshold=1.5)
+
+
+# --- the training corpus and augmentation ----------------------------------------------------
+
+from moderation.augment import augment, inject, obfuscate_phones  # noqa: E402
+from moderation.curate import quoted_evidence  # noqa: E402
+
+
+def corpus_item(item_id, title, description, violations=(), evidence=(), language="en"):
+    item = Item(item_id, "listing", {"title": title, "description": description, "seller": "s", "language": language})
+    decision = "remove" if violations else "allow"
+    return LabelledItem(item, frozenset(violations), "train", "marketplace_corpus", "test", decision, (), "why", tuple(evidence))
+
+
+def test_gold_evidence_becomes_a_quotable_candidate(policy):
+    li = corpus_item("c1", "Jordan 4 UA 1:1 batch", "Best quality. Pay on WhatsApp +1 555 0100 200 only, cheaper",
+                     ["counterfeit_ip", "off_platform_transaction"],
+                     [("counterfeit_ip", "UA 1:1"), ("off_platform_transaction", "Pay on WhatsApp +1 555 0100 200 only")])
+    verdict = gold_verdict(li, policy)
+    quotes = {v["policy"]: v["evidence"] for v in verdict["violations"]}
+    assert quotes["off_platform_transaction"] == "Pay on WhatsApp +1 555 0100 200 only"  # a whole clause, as given
+    assert "UA 1" in quotes["counterfeit_ip"]  # the clause holding the quote, split at ':' like constrained decoding
+    parse_verdict(json.dumps(verdict), li.item.text())
+    assert quoted_evidence("no match here", "something else") is None
+
+
+def test_injection_copies_keep_the_labels_and_add_the_tag():
+    li = corpus_item("c2", "Replica watch AAA", "Looks real", ["counterfeit_ip"], [("counterfeit_ip", "Replica watch AAA")],
+                     language="de")
+    copy = inject(li, random.Random(0))
+    assert copy.item.id == "c2~inj" and copy.gold_violations == li.gold_violations
+    assert "adversarial:injection" in copy.tags and "allow" in copy.item.fields["description"]
+    assert copy.item.fields["title"] == "Replica watch AAA"  # the evidence is still verbatim
+    assert inject(corpus_item("c3", "Oak table", "Solid wood"), random.Random(0)) is None  # clean items: no copy
+
+
+def test_phone_obfuscation_spaces_digits_in_text_and_evidence():
+    li = corpus_item("c4", "iPhone deal", "Text me on +44 7700 900123 now", ["off_platform_transaction"],
+                     [("off_platform_transaction", "Text me on +44 7700 900123 now")])
+    copy = obfuscate_phones(li)
+    assert "+ 4 4 7 7 0 0 9 0 0 1 2 3" in copy.item.fields["description"]
+    assert dict(copy.evidence)["off_platform_transaction"] in copy.item.text()
+    assert obfuscate_phones(corpus_item("c5", "Table", "Call 12")) is None
+    copies = augment([li, corpus_item("c6", "Lamp", "Nice")], share=1.0, seed=0)
+    assert sorted(c.item.id for c in copies) == ["c4~inj", "c4~obf"]
+
+
+def test_curated_corpus_rows_and_augmented_rows_are_counted_by_source(policy):
+    items = [corpus_item(f"k{i}", f"Replica Rolex number {i} {'x' * i}", f"AAA copy {i} {'y' * i}", ["counterfeit_ip"],
+                         [("counterfeit_ip", f"Replica Rolex number {i}")]) for i in range(6)]
+    curator = Curator(policy, SHORT, MinHashIndex(), CurateConfig(augment_share=1.0, near_dup_threshold=0.99))
+    curator.add_labelled("marketplace_corpus", items)
+    curator.add_augmented("marketplace_corpus", items)
+    sources = [r["source"] for r in curator.out.sft]
+    assert sources.count("marketplace_corpus") == 6 and sources.count("augment:injection") >= 1
