@@ -6,8 +6,9 @@ from pathlib import Path
 
 
 def resolve(model_name_or_path: str) -> str:
-    """'default' (or 'default:...') -> the prepared SmolLM2 safetensors directory; else unchanged."""
-    if model_name_or_path and model_name_or_path.startswith("default"):
+    """'base' (zero-shot SmolLM2) or 'default' (SmolLM2 with the shipped adapter merged) -> the
+    prepared safetensors directory; else unchanged."""
+    if model_name_or_path in ("base", "default"):
         from moderation.model import resolve_model
 
         return str(resolve_model(model_name_or_path))

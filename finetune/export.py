@@ -1,6 +1,6 @@
 """Merge a LoRA adapter into its base model: a plain safetensors directory that vLLM loads.
 
-    python finetune/export.py ADAPTER_DIR OUT_DIR [--base default]
+    python finetune/export.py ADAPTER_DIR OUT_DIR [--base base]
     python finetune/export.py ADAPTER_DIR finetune/adapters/NAME --adapter-only   # float16 copy to commit
 
 The other serving path needs no merge: `moderation run/eval --adapter ADAPTER_DIR` serves the
@@ -39,9 +39,9 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None)
     return out
 
 
-def copy_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str = "default") -> Path:
+def copy_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str = "base") -> Path:
     """The adapter alone, weights in float16 (half the size, for committing), its base renamed
-    to a portable name (`default` = the embedded model; vLLM and PEFT ignore it when loading)."""
+    to a portable name (`base` = the embedded zero-shot model; vLLM and PEFT ignore it when loading)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("adapter", help="a PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
     parser.add_argument("out_dir", help="where the merged model goes (keep it out of git, e.g. ~/.cache/moderation/models/)")
-    parser.add_argument("--base", help="base model (default: the adapter's base_model_name_or_path; 'default' works)")
+    parser.add_argument("--base", help="base model (default: the adapter's base_model_name_or_path; 'base' and 'default' work)")
     parser.add_argument("--adapter-only", action="store_true", help="no merge: copy the adapter with float16 weights")
     args = parser.parse_args(argv)
     if args.adapter_only:
-        print(f"adapter written to {copy_adapter(args.adapter, args.out_dir, args.base or 'default')}")
+        print(f"adapter written to {copy_adapter(args.adapter, args.out_dir, args.base or 'base')}")
         return 0
     print(f"merged model written to {merge(args.adapter, args.out_dir, args.base)}")
     return 0

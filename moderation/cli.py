@@ -27,9 +27,14 @@ EXIT_INTERRUPTED = 130
 
 def _add_backend_args(p) -> None:
     p.add_argument("--backend", default="vllm", help="vllm (default), transformers, openai or fake")
-    p.add_argument("--model", default="default", help="a Hugging Face model directory, or 'default' (SmolLM2-135M-Instruct)")
+    p.add_argument("--model", default="default",
+                   help="'default' (SmolLM2-135M-Instruct with the shipped moderation adapter merged, its prompt and "
+                        "thresholds), 'base' (the zero-shot SmolLM2-135M-Instruct), or a Hugging Face model directory")
     p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
-    p.add_argument("--prompt", help="prompt template (default prompts/moderate.v1.txt)")
+    p.add_argument("--prompt", help="prompt template (default: the model's own, else prompts/moderate.v1.txt)")
+    p.add_argument("--thresholds", help="JSON file of {policy: threshold}: verdicts follow the scores cut at them (score "
+                                        "first) and records list the policies that reach them as `flagged`; default: "
+                                        "the model's shipped thresholds ('default' has them); 'none' for none")
     p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
     p.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
     p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
@@ -59,8 +64,6 @@ def _add_run(sub) -> None:
     p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
-    p.add_argument("--thresholds", help="JSON file of {policy: threshold} (as `eval --llm-dev` writes); records list "
-                                         "the policies whose score reaches it as `flagged`")
     p.add_argument("--screen", metavar="DIR",
                    help="a cheap first stage (from `moderation screen fit`): items it is confident are clean get an "
                         "allow verdict without the LLM")
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_screen_parser(sub)
     model = sub.add_parser("model", help="manage the embedded default model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
-    p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory (once)")
+    p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory and merge the "
+                                             "shipped adapter into a copy of it (once each)")
     p.add_argument("--force", action="store_true", help="convert again even if prepared")
     review_cli.add_parser(sub)
     merchants_cli.add_parser(sub)
@@ -202,7 +206,7 @@ def cmd_run(args) -> int:
 def run_options(args):
     from moderation.batch import RunOptions
 
-    return RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=_thresholds(args.thresholds))
+    return RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=run_thresholds(args))
 
 
 def run_screen(args):
@@ -223,19 +227,32 @@ def run_store(args):
     return VerdictStore(args.verdict_cache)
 
 
-def _thresholds(path: str | None) -> dict[str, float] | None:
-    from moderation.schema import POLICY_IDS
+WEIGHT_BACKENDS = ("vllm", "transformers")  # backends that run the named model's own weights
 
-    if path is None:
+
+def _profile(args):
+    """The model's shipped prompt and thresholds; they belong to its weights, so only backends that
+    load them (not fake, not a remote server) take them."""
+    from moderation.model import ModelProfile, model_profile
+
+    return model_profile(args.model) if args.backend in WEIGHT_BACKENDS else ModelProfile(args.model)
+
+
+def run_thresholds(args) -> dict[str, float] | None:
+    """--thresholds FILE, 'none', or (unset) the model's shipped thresholds, if any; scores off: none."""
+    from moderation.scoring import check_thresholds
+
+    path = getattr(args, "thresholds", None)
+    if path == "none" or not getattr(args, "scores", True):
         return None
+    if path is None:
+        shipped = _profile(args).thresholds
+        return check_thresholds(shipped, f"the thresholds shipped with --model {args.model}") if shipped else None
     try:
         thresholds = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"--thresholds {path}: {exc}") from None
-    bad = {k: v for k, v in thresholds.items() if k not in POLICY_IDS or not isinstance(v, (int, float)) or not 0 <= v <= 1}
-    if not isinstance(thresholds, dict) or bad:
-        raise ConfigError(f"--thresholds {path}: expected {{policy id: number in [0, 1]}}, bad entries {bad}")
-    return {k: float(v) for k, v in thresholds.items()}
+    return check_thresholds(thresholds, f"--thresholds {path}")
 
 
 def _adapters(specs: list[str]):
@@ -252,7 +269,7 @@ def _build_moderator(args):
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
-    policy, template = load_policy(args.policy), load_template(args.prompt)
+    policy, template = load_policy(args.policy), load_template(args.prompt or _profile(args).prompt)
     adapters = _adapters(args.adapter)
     config = BackendConfig(
         model=args.model,
@@ -270,7 +287,7 @@ def _build_moderator(args):
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
     return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
-                     scores=args.scores)
+                     scores=args.scores, thresholds=run_thresholds(args))
 
 
 def run_moderator(args):
@@ -345,10 +362,12 @@ def cmd_summary(args) -> int:
 
 
 def cmd_model(args) -> int:
-    from moderation.model import prepare_default_model
+    from moderation.model import model_sha, prepare_base_model, prepare_default_model
 
-    path = prepare_default_model(force=args.force)
-    print(f"default model ready at {path}")
+    base = prepare_base_model(force=args.force)
+    print(f"base model (zero-shot, --model base) ready at {base}")
+    merged = prepare_default_model(force=args.force)
+    print(f"default model (base + shipped adapter, --model default) ready at {merged} (weights sha256 {model_sha(merged)[:12]})")
     return EXIT_OK
 
 

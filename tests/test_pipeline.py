@@ -55,7 +55,8 @@ def test_grounded_evidence_switches_the_schema(make_moderator):
 def test_provenance_names_model_prompt_and_policy(make_moderator, template, policy):
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
-    assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version"}
+    assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version",
+                      "thresholds_sha", "decided_by"}
 
 
 def test_a_request_level_error_is_final_and_not_retried(make_moderator):
@@ -68,3 +69,54 @@ def test_a_request_level_error_is_final_and_not_retried(make_moderator):
     huge, ok = moderator.moderate([Item("a", "listing", {"title": "huge"}), Item("b", "listing", {"title": "Lamp"})])
     assert huge.verdict is None and "over the model context" in huge.error and huge.attempts == 1
     assert ok.verdict is not None and len(moderator.backend.calls) == 1
+
+
+# --- score first: verdicts follow the thresholds ------------------------------------------------
+
+from moderation.pipeline import ALLOW_RATIONALE, Decided, decide, settle  # noqa: E402
+from moderation.schema import decided_schema  # noqa: E402
+
+THRESHOLDS = {p: 0.5 for p in ("counterfeit_ip", "fraud_scam", "spam", "off_platform_transaction")}
+
+
+def test_score_first_allows_unflagged_items_without_generating(make_moderator):
+    moderator = make_moderator(thresholds=THRESHOLDS)
+    [clean] = moderator.moderate([Item("a", "listing", {"title": "Oak dining table, seats six"})])
+    assert clean.verdict == {"decision": "allow", "violations": [], "rationale": ALLOW_RATIONALE}
+    assert clean.scores is not None and moderator.backend.calls == []  # scored, never generated
+    assert moderator.provenance()["decided_by"] == "scores" and moderator.provenance()["thresholds_sha"]
+
+
+def test_score_first_fixes_decision_and_policies_of_flagged_items(make_moderator):
+    wrong = json.dumps({"decision": "review", "rationale": "odd",
+                        "violations": [{"policy": "spam", "severity": "low", "evidence": "Rolex"}]})
+    moderator = make_moderator(respond=lambda r: wrong, thresholds=THRESHOLDS)
+    item = Item("b", "listing", {"title": "AAA replica Rolex watch", "description": "mirror quality"})
+    [outcome] = moderator.moderate([item])
+    flagged = [p for p, t in THRESHOLDS.items() if outcome.scores["policies"][p] >= t]
+    assert flagged and [v["policy"] for v in outcome.verdict["violations"]] == flagged
+    best = max(("review", "restrict", "remove"), key=lambda d: outcome.scores["decisions"][d])
+    assert outcome.verdict["decision"] == best
+    assert outcome.verdict["violations"][0]["evidence"] == "Rolex"  # the model's quote is kept
+    [[request]] = moderator.backend.calls
+    assert request.schema["anyOf"][0]["properties"]["decision"] == {"const": best}
+
+
+def test_decide_orders_by_score_and_keeps_three():
+    scores = {"decisions": {"allow": 0.1, "review": 0.2, "restrict": 0.1, "remove": 0.6},
+              "policies": {"spam": 0.7, "fraud_scam": 0.9, "counterfeit_ip": 0.6, "self_harm": 0.55, "hate_harassment": 0.1}}
+    decided = decide(scores, {p: 0.5 for p in scores["policies"]})
+    assert decided == Decided("remove", ("fraud_scam", "spam", "counterfeit_ip"))
+    assert decide(scores, {"hate_harassment": 0.5}) == Decided("allow", ())
+
+
+def test_settle_and_decided_schema(policy):
+    text = "Cheap Rolex, WhatsApp me"
+    verdict = settle({"decision": "allow", "violations": [], "rationale": "fine"},
+                     Decided("remove", ("counterfeit_ip",)), policy, text)
+    assert verdict["decision"] == "remove" and verdict["violations"][0]["evidence"] in text
+    assert verdict["violations"][0]["severity"] == policy.entry("counterfeit_ip").severity
+    schema = decided_schema(text, "remove", ["counterfeit_ip", "spam"])
+    [branch] = schema["anyOf"]
+    assert branch["properties"]["violations"]["items"]["properties"]["policy"] == {"enum": ["counterfeit_ip", "spam"]}
+    assert decided_schema("", "remove", ["spam"]) is None

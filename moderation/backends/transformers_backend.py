@@ -12,7 +12,7 @@ import contextlib
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.errors import BackendError
-from moderation.model import model_sha, resolve_model
+from moderation.model import model_profile, model_sha, resolve_model
 from moderation.scoring import LabelProbe, TokenScorer
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class TransformersBackend:
         self.config = config
         self.torch = torch
         path = resolve_model(config.model)
-        self.model_id = config.model if config.model != "default" else "default:SmolLM2-135M-Instruct"
+        self.model_id = model_profile(config.model).label
         self.model_sha = model_sha(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.errors import BackendError
-from moderation.model import model_sha, resolve_model
+from moderation.model import model_profile, model_sha, resolve_model
 from moderation.scoring import LabelProbe, TokenScorer
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class VLLMBackend:
 
         self.config = config
         path = resolve_model(config.model)
-        self.model_id = config.model if config.model != "default" else "default:SmolLM2-135M-Instruct"
+        self.model_id = model_profile(config.model).label
         self.model_sha = model_sha(path)
         try:
             self.llm = LLM(**engine_kwargs(config, str(path), on_cpu=current_platform.is_cpu()))
