@@ -219,8 +219,10 @@ def training_lines() -> list[str]:
     t = json.loads(path.read_text())
     c = t["config"]
     return ["### Training (finetune/lean_sft.py, from the adapter's training.json)", "",
-            f"- {t['rows']} rows ({t['rows_skipped_too_long']} over {c['max_length']} tokens skipped), {c['epochs']} epochs, "
-            f"{t['steps']} steps of about {c['batch_tokens']} tokens; LoRA r{c['lora_r']} alpha {c['lora_alpha']} on the top "
+            f"- {t['rows']} rows ({t['rows_skipped_too_long']} over {c['max_length']} tokens skipped); {t['steps']} steps of "
+            f"about {c['batch_tokens']} tokens" + (f" (the first {t['steps']} of a {c['epochs']}-epoch schedule: stopped there "
+            "once past 3 M tokens, for time, and finished by rerunning with `--max_steps`, which resumed from the checkpoint)"
+            if c.get("max_steps") else f", {c['epochs']} epochs") + "; LoRA r{c['lora_r']} alpha {c['lora_alpha']} on the top "
             f"{c['lora_layers']} layers; {c['dtype']}; peak learning rate {c['learning_rate']}.",
             f"- **{t['train_tokens']:,} training tokens** ({t['verdict_tokens']:,} of them verdict tokens with loss; "
             f"padding {t['padding_share']:.1%} of the padded batches) in {t['train_wall_s'] / 60:.1f} minutes: "
