@@ -222,7 +222,7 @@ def training_lines() -> list[str]:
             f"- {t['rows']} rows ({t['rows_skipped_too_long']} over {c['max_length']} tokens skipped); {t['steps']} steps of "
             f"about {c['batch_tokens']} tokens" + (f" (the first {t['steps']} of a {c['epochs']}-epoch schedule: stopped there "
             "once past 3 M tokens, for time, and finished by rerunning with `--max_steps`, which resumed from the checkpoint)"
-            if c.get("max_steps") else f", {c['epochs']} epochs") + "; LoRA r{c['lora_r']} alpha {c['lora_alpha']} on the top "
+            if c.get("max_steps") else f", {c['epochs']} epochs") + f"; LoRA r{c['lora_r']} alpha {c['lora_alpha']} on the top "
             f"{c['lora_layers']} layers; {c['dtype']}; peak learning rate {c['learning_rate']}.",
             f"- **{t['train_tokens']:,} training tokens** ({t['verdict_tokens']:,} of them verdict tokens with loss; "
             f"padding {t['padding_share']:.1%} of the padded batches) in {t['train_wall_s'] / 60:.1f} minutes: "
@@ -259,8 +259,9 @@ def report(data: dict, results: dict, args, minutes: float) -> str:
     lines += ["", "### Marketplace test split: the default model in detail", "",
               f"- Full `moderation run` path (score first, then generation of evidence and rationale for flagged items): "
               f"macro-F1 {fmt(full)}, FPR on clean items {fmt(full, 'clean_fpr')}, schema-valid verdicts "
-              f"{full.metrics['schema_valid_rate']:.1%}, decision accuracy {fmt(full, 'decision_accuracy')}, "
-              f"{full.speed.get('items_per_s', float('nan')):.2f} items/s.",
+              f"{full.metrics['schema_valid_rate']:.1%}, decision accuracy {fmt(full, 'decision_accuracy')}"
+              + (f", {full.speed['items_per_s']:.2f} items/s." if full.speed.get("items_per_s") else
+                 " (items/s: the run file was complete from an earlier invocation)."),
               f"- Prompt injection: {m.get('injection_success_rate', float('nan')):.2f} of {m.get('injection_items', 0)} "
               f"injection items missed (no violation found), against {m.get('plain_violation_miss_rate', float('nan')):.2f} "
               "of plain violating items.", "",

@@ -21,7 +21,8 @@ def test_cap_clean_fpr_raises_the_noisiest_policy_until_few_clean_items_are_flag
     gold = np.array([[1, 0], [0, 0], [0, 0], [0, 0], [0, 0]], dtype=bool)
     thresholds = bm.cap_clean_fpr(np.array([0.2, 0.5]), scores, gold, max_fpr=0.25)
     assert ((scores[~gold.any(1)] >= thresholds).any(1).mean()) <= 0.25
-    assert thresholds[0] > 0.4 and thresholds[1] == 0.5  # policy 0 made the false flags; policy 1 one of them
+    # policy 0 made most false flags, so it alone rose (to the first grid step clearing two of them)
+    assert abs(thresholds[0] - 0.36) < 1e-9 and thresholds[1] == 0.5
     assert (scores[0] >= thresholds).any()  # the violating item is still caught
     same = bm.cap_clean_fpr(np.array([0.95, 0.95]), scores, gold, max_fpr=0.0)
     assert list(same) == [0.95, 0.95]
