@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from moderation.baselines import TfidfBaseline  # noqa: E402
 from moderation.evalsets import load_corpus, load_set, set_names  # noqa: E402
 from moderation.evaluate import evaluate_baseline, evaluate_llm_records, finish, gold_labels, run_llm, sample, score_labels  # noqa: E402
-from moderation.metrics import choose_thresholds  # noqa: E402
+from moderation.metrics import choose_thresholds, macro_f1  # noqa: E402
 from moderation.model import DEFAULT_ADAPTER, PROFILE_FILE, model_profile  # noqa: E402
 from moderation.policy import load_policy  # noqa: E402
 from moderation.report import splice_markdown  # noqa: E402
@@ -202,8 +202,6 @@ def group_table(result, data_items, key) -> list[str]:
     for group, idx in sorted(groups.items()):
         idx = np.array(idx)
         gold, pred = labels.gold[idx], labels.pred[idx] & labels.valid[idx][:, None]
-        from moderation.metrics import macro_f1
-
         violating, clean = gold.any(1), ~gold.any(1)
         recall = f"{pred[violating].any(1).mean():.2f}" if violating.any() else "–"
         fpr = f"{pred[clean].any(1).mean():.2f}" if clean.any() else "–"
