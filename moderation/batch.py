@@ -423,3 +423,45 @@ def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "errors_by_stage": dict(error_stages),
         "top_error_reasons": dict(reasons.most_common(8)),
     }
+
+
+def run_figures(stats: RunStats) -> dict:
+    """The `this_run` part of a local run's summary."""
+    return {
+        "processed": stats.processed,
+        "skipped_already_done": stats.skipped,
+        "verdicts": stats.verdicts,
+        "errors": stats.errors,
+        "cache_hits": stats.cache_hits,
+        "verdict_cache_hits": stats.store_hits,
+        "verdict_cache_hit_rate": round(stats.store_hits / stats.processed, 4) if stats.processed else 0.0,
+        "screened": stats.screened,
+        "screened_share": round(stats.screened / stats.processed, 4) if stats.processed else 0.0,
+        "elapsed_s": round(stats.elapsed_s, 2),
+        "items_per_s": round(stats.items_per_s, 3),
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "cached_prompt_tokens": stats.cached_tokens,
+        "prefix_cache_hit_rate": round(stats.prefix_cache_hit_rate, 4),
+    }
+
+
+def print_summary(summary: dict, output, summary_path: Path | None = None) -> None:
+    """The human-readable summary of a run file (and of this run, where the summary has it)."""
+    print(f"\n{output}: {summary['rows']} rows, {summary['verdicts']} verdicts, {summary['errors']} errors "
+          f"({summary['verdict_share']:.1%} verdicts)")
+    run = summary.get("this_run")
+    if run:
+        print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s), "
+              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache "
+              f"({run['verdict_cache_hits']} from the persistent verdict cache, {run['verdict_cache_hit_rate']:.0%}), "
+              f"{run['screened']} cleared by the screen, "
+              f"{run['prefix_cache_hit_rate']:.0%} of prompt tokens from the prefix cache")
+    for title, key in (("decisions", "decisions"), ("policies flagged", "policies"), ("kinds", "kinds"),
+                       ("errors by stage", "errors_by_stage"), ("top error reasons", "top_error_reasons")):
+        if summary[key]:
+            print(f"{title}:")
+            for name, count in summary[key].items():
+                print(f"  {count:>7}  {name}")
+    if summary_path:
+        print(f"summary written to {summary_path}")

@@ -472,7 +472,7 @@ def dataset_card(curated: Curated, config: CurateConfig, meta: dict) -> str:
         "Labels without evidence spans: the evidence is the shortest quotable piece holding a keyword-rule",
         "match for that policy, else the item's first clause (`choose_evidence`). Public sets without",
         "decisions get the usual action of the most severe violation; severities are the policy's usual ones.", "",
-        f"Leakage: every row was checked against every evaluation test split, exactly (normalised text) and",
+        "Leakage: every row was checked against every evaluation test split, exactly (normalised text) and",
         f"for near-duplicates (MinHash, 128 permutations, estimated Jaccard >= {config.near_dup_threshold}).",
         f"Dropped leaks: {len(curated.leaks)} (listed in `leaks.json`).", "",
         *_table("Dropped rows", curated.dropped),

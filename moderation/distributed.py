@@ -167,7 +167,7 @@ class ModerateBatch:
 
     def __init__(self, args):
         from moderation.batch import ChunkModerator
-        from moderation.cli import run_moderator, run_options, run_screen, run_store
+        from moderation.factory import run_moderator, run_options, run_screen, run_store
 
         if not args.actor_gpus:
             # vLLM's default binds every CPU engine's threads to the same cores; unbound, each actor's
@@ -354,7 +354,8 @@ def moderated(args, done: set[str]):
 
 def run_ray(args) -> int:
     """`moderation run --engine ray`: moderate args.input into the shard directory args.output."""
-    from moderation.cli import EXIT_BACKEND, EXIT_BUDGET, EXIT_OK, EXIT_USAGE, _print_summary
+    from moderation.batch import print_summary
+    from moderation.errors import EXIT_BACKEND, EXIT_BUDGET, EXIT_OK, EXIT_USAGE
 
     started = time.perf_counter()
     out = ShardDir(args.output, args.output_format)
@@ -377,7 +378,7 @@ def run_ray(args) -> int:
     run = _figures(mine, run_id, len(done), args, started)
     summary["this_run"] = run
     path = out.write_summary(summary)
-    _print_summary({k: v for k, v in summary.items() if k != "this_run"}, args.output)
+    print_summary({k: v for k, v in summary.items() if k != "this_run"}, args.output)
     print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s, "
           f"{run['actors']} actors), {run['skipped_already_done']} already done, {run['cache_hits']} from caches, "
           f"{run['screened']} cleared by the screen\nsummary written to {path}")

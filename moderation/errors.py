@@ -1,4 +1,11 @@
-"""The exception family: one base, one subclass per stage that can fail."""
+"""The exception family: one base, one subclass per stage that can fail; and the exit codes the
+commands return for them."""
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad options, config or input file: nothing was moderated
+EXIT_BUDGET = 3  # stopped: too many rows became error records
+EXIT_BACKEND = 4  # the model backend failed as a whole
+EXIT_INTERRUPTED = 130
 
 
 class ModerationError(Exception):

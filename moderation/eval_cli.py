@@ -11,7 +11,7 @@ import numpy as np
 
 from moderation.baselines import BASELINES
 from moderation.errors import ConfigError
-from moderation.evalsets import load_set, set_names
+from moderation.evalsets import load_set, parse_names, set_names
 from moderation.evaluate import (
     evaluate_baseline,
     evaluate_llm_records,
@@ -29,21 +29,12 @@ from moderation.schema import POLICY_IDS
 SYSTEMS = ("rules", "tfidf", "llm")
 
 
-def _names(text: str | None, known: list[str] | tuple[str, ...], what: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()] if text else list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown {what} {unknown}; choose from {list(known)}")
-    return names
-
-
 def evaluate_sets(args, build_moderator) -> int:
     """Every chosen system on every chosen set's test split; reports into --out-dir."""
-    from tqdm import tqdm
 
     from moderation.policy import load_policy
 
-    sets, systems = _names(args.sets, set_names(), "sets"), _names(args.systems, SYSTEMS, "systems")
+    sets, systems = parse_names(args.sets, setparse_names(), "sets"), parse_names(args.systems, SYSTEMS, "systems")
     out_dir = Path(args.out_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     policy = load_policy(args.policy)

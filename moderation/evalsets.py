@@ -193,3 +193,16 @@ def data_card(items: list[LabelledItem], header: list[str] = MARKETPLACE_CARD_HE
                        ("Languages", "language"), ("Tags", "tag")):
         lines += table(title, by[key])
     return "\n".join(lines)
+
+
+def parse_names(text: str | None, known: list[str] | tuple[str, ...], what: str) -> list[str]:
+    """A comma-separated choice of names (None: all of `known`).
+
+    Raises:
+        ConfigError: a name not in `known`.
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()] if text else list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; choose from {list(known)}")
+    return names

@@ -51,11 +51,10 @@ def card_markdown(screen: Screen, command: str | None) -> str:
 
 
 def cmd_screen(args) -> int:
-    from moderation.eval_cli import _names
-    from moderation.evalsets import load_set, set_names
+    from moderation.evalsets import load_set, parse_names, set_names
     from moderation.screen import fit_screen
 
-    sets = _names(args.sets, set_names(), "sets")
+    sets = parse_names(args.sets, set_names(), "sets")
     print(f"loading the train and dev splits of {len(sets)} sets ...", file=sys.stderr)
     train = [li for name in sets for li in load_set(name, "train", args.data_dir)]
     dev = [li for name in sets for li in load_set(name, "dev", args.data_dir)]

@@ -21,7 +21,6 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from moderation.batch import OutputFile, VerdictCache, output_record, read_output
 from moderation.errors import BackendError, ConfigError, ModerationError

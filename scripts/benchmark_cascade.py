@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moderation.batch import BatchRunner, RunOptions, read_output  # noqa: E402
-from moderation.cli import _add_backend_args, run_moderator  # noqa: E402
+from moderation.factory import add_backend_args, run_moderator  # noqa: E402
 from moderation.evalsets import load_set, set_names  # noqa: E402
 from moderation.evaluate import gold_labels, llm_outputs, sample  # noqa: E402
 from moderation.metrics import macro_f1  # noqa: E402
@@ -57,13 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=8, help="dev items moderated before any timing (engine warm-up; default 8)")
     p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
     p.add_argument("--out-dir", default="runs/cascade", help="where cascade.json, cascade.md, runs/ and screen/ go")
-    _add_backend_args(p)
+    add_backend_args(p)
     p.set_defaults(command="benchmark_cascade")
     return p.parse_args(argv)
 
 
 def _names(text: str | None) -> list[str]:
-    from moderation.eval_cli import _names as names
+    from moderation.evalsets import parse_names as names
 
     return names(text, set_names(), "sets")
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moderation.batch import BatchRunner, RunOptions  # noqa: E402
-from moderation.cli import _add_backend_args, run_moderator  # noqa: E402
+from moderation.factory import add_backend_args, run_moderator  # noqa: E402
 from moderation.items import read_items  # noqa: E402
 from moderation.verdict_store import VerdictStore  # noqa: E402
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", type=float, default=0.05, help="day 3: new rows, as a share of the dump (0.05)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/verdict-cache", help="folder for the outputs and results.json")
-    _add_backend_args(parser)
+    add_backend_args(parser)
     args = parser.parse_args(argv)
     args.command, args.adapter = "run", args.adapter or []
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     results["settings"] = {"input": args.input, "rows": len(rows), "backend": args.backend, "model": args.model,
                            "edited": args.edited, "new": args.new, "seed": args.seed}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n| day | rows | LLM items | verdict-cache hits | hit rate | items/s |\n|---|---|---|---|---|---|")
+    print("\n| day | rows | LLM items | verdict-cache hits | hit rate | items/s |\n|---|---|---|---|---|---|")
     for name, r in results.items():
         if name != "settings":
             print(f"| {name} | {r['rows']} | {r['llm_items']} | {r['verdict_cache_hits']} | {r['hit_rate']:.1%} "

@@ -5,7 +5,7 @@ from argparse import Namespace
 
 import pytest
 
-from moderation.cli import run_thresholds
+from moderation.factory import run_thresholds
 from moderation.errors import ConfigError
 from moderation.items import Item
 from moderation.model import DEFAULT_ADAPTER, PROFILE_FILE, PROJECT_ROOT, load_adapter, model_profile

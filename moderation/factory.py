@@ -1,0 +1,141 @@
+"""Builds what a run needs (backend, moderator, options, screen, verdict store) from the run
+settings: one place for the CLI, the Ray actors, `eval`, `serve` and the scripts.
+
+The settings are an argparse Namespace made by `add_backend_args` (and the run's own flags);
+nothing here imports the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from moderation.errors import ConfigError
+
+
+def add_backend_args(p) -> None:
+    """The flags that choose and configure the backend, model, prompt and thresholds."""
+    p.add_argument("--backend", default="vllm", help="vllm (default), transformers, openai or fake")
+    p.add_argument("--model", default="default",
+                   help="'default' (SmolLM2-135M-Instruct with the shipped moderation adapter merged, its prompt and "
+                        "thresholds), 'base' (the zero-shot SmolLM2-135M-Instruct), or a Hugging Face model directory")
+    p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
+    p.add_argument("--prompt", help="prompt template (default: the model's own, else prompts/moderate.v1.txt)")
+    p.add_argument("--thresholds", help="JSON file of {policy: threshold}: verdicts follow the scores cut at them (score "
+                                        "first) and records list the policies that reach them as `flagged`; default: "
+                                        "the model's shipped thresholds ('default' has them); 'none' for none")
+    p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
+    p.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
+    p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
+    p.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
+    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                   help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
+    p.add_argument("--max-model-len", type=int, default=8192, help="vLLM: prompt plus output tokens, at most (default 8192)")
+    p.add_argument("--block-size", type=int, help="vLLM: KV-cache block size in tokens (default: the engine's, 128 on CPU)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
+    p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")
+    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                   help="a LoRA adapter directory (PEFT) to apply; vLLM serves it with enable_lora")
+    p.add_argument("--scores", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-policy confidence scores from token log-probabilities (vllm, transformers, fake; default on)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_options(args):
+    from moderation.batch import RunOptions
+
+    return RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=run_thresholds(args))
+
+
+def run_screen(args):
+    """The --screen first stage, or None."""
+    if not args.screen:
+        return None
+    from moderation.screen import load_screen
+
+    return load_screen(args.screen)
+
+
+def run_store(args):
+    """The --verdict-cache store, or None."""
+    if not args.verdict_cache:
+        return None
+    from moderation.verdict_store import VerdictStore
+
+    return VerdictStore(args.verdict_cache)
+
+
+WEIGHT_BACKENDS = ("vllm", "transformers")  # backends that run the named model's own weights
+
+
+def model_profile_for(args):
+    """The model's shipped prompt and thresholds; they belong to its weights, so only backends that
+    load them (not fake, not a remote server) take them."""
+    from moderation.model import ModelProfile, model_profile
+
+    return model_profile(args.model) if args.backend in WEIGHT_BACKENDS else ModelProfile(args.model)
+
+
+def run_thresholds(args) -> dict[str, float] | None:
+    """--thresholds FILE, 'none', or (unset) the model's shipped thresholds, if any; scores off: none."""
+    from moderation.scoring import check_thresholds
+
+    path = getattr(args, "thresholds", None)
+    if path == "none" or not getattr(args, "scores", True):
+        return None
+    if path is None:
+        shipped = model_profile_for(args).thresholds
+        return check_thresholds(shipped, f"the thresholds shipped with --model {args.model}") if shipped else None
+    try:
+        thresholds = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--thresholds {path}: {exc}") from None
+    return check_thresholds(thresholds, f"--thresholds {path}")
+
+
+def load_adapters(specs: list[str]):
+    from moderation.model import load_adapter
+
+    return tuple(load_adapter(spec) for spec in specs)
+
+
+def build_moderator(args):
+    """The backend named on the command line (with every --adapter loaded), wrapped in a
+    Moderator with policy and prompt that asks for the base model."""
+    from moderation.backends import BackendConfig, load_backend
+    from moderation.pipeline import Moderator
+    from moderation.policy import load_policy
+    from moderation.prompts import load_template
+
+    policy, template = load_policy(args.policy), load_template(args.prompt or model_profile_for(args).prompt)
+    adapters = load_adapters(args.adapter)
+    config = BackendConfig(
+        model=args.model,
+        max_tokens=args.max_tokens,
+        batch_size=args.chunk_size,
+        dtype=args.dtype,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=args.enforce_eager,
+        max_model_len=args.max_model_len,
+        block_size=args.block_size,
+        base_url=args.base_url,
+        concurrency=args.concurrency,
+        adapters=adapters,
+    )
+    print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
+    backend = load_backend(args.backend, config)
+    return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
+                     scores=args.scores, thresholds=run_thresholds(args))
+
+
+def run_moderator(args):
+    """For run and eval: the moderator asking for the one --adapter given, if any."""
+    if len(args.adapter) > 1:
+        raise ConfigError(f"`moderation {args.command}` applies one --adapter, got {len(args.adapter)}")
+    moderator = build_moderator(args)
+    adapters = moderator.backend.config.adapters
+    return moderator.with_adapter(adapters[0]) if adapters else moderator
