@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import time
@@ -61,12 +62,16 @@ class LeanSFTConfig:
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
     log_steps: int = field(default=10, metadata={"help": "Log every N steps."})
     max_steps: int = field(default=0, metadata={"help": "Stop after N steps (0: the whole schedule); for smoke tests."})
+    decision_weight: float = field(default=1.0, metadata={"help": "Loss weight of the decision-value tokens (1: every verdict token alike)."})
+    policy_weight: float = field(default=1.0, metadata={"help": "Loss weight of the policy-id tokens."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: leave torch's default)."})
     seed: int = field(default=0, metadata={"help": "Shuffling seed."})
 
     def __post_init__(self):
         if self.dtype not in ("bfloat16", "float32"):
             raise ValueError(f"dtype must be bfloat16 or float32, got {self.dtype!r}")
+        if self.decision_weight <= 0 or self.policy_weight <= 0:
+            raise ValueError(f"loss weights must be > 0, got {self.decision_weight}, {self.policy_weight}")
         for name in ("max_length", "batch_tokens", "lora_r", "lora_layers", "save_steps", "log_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -77,20 +82,36 @@ class LeanSFTConfig:
 # --- data ------------------------------------------------------------------------------------
 
 
-def encode_rows(rows, tokenizer, max_length: int) -> tuple[list[tuple[list[int], int]], int]:
-    """Rows -> (token ids, prompt length): the chat prompt with its generation prompt, then the
-    verdict and the end-of-turn token, exactly what the served model sees and writes."""
+DECISION, POLICY, OTHER = 2, 1, 0  # what a verdict token is, for its loss weight
+LABEL_VALUE = re.compile(r'"(decision|policy)":\s*"([^"]*)"')
+
+
+def token_roles(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """Per token of a verdict: DECISION inside the decision's value, POLICY inside a policy id,
+    else OTHER. These few tokens carry the whole verdict; the evidence and rationale are long."""
+    spans = [(m.start(2), m.end(2), DECISION if m.group(1) == "decision" else POLICY) for m in LABEL_VALUE.finditer(text)]
+    roles = []
+    for start, end in offsets:
+        roles.append(next((role for a, b, role in spans if start < b and end > a), OTHER))
+    return roles
+
+
+def encode_rows(rows, tokenizer, max_length: int) -> tuple[list[tuple[list[int], int, list[int]]], int]:
+    """Rows -> (token ids, prompt length, verdict token roles): the chat prompt with its generation
+    prompt, then the verdict and the end-of-turn token, exactly what the served model sees and writes."""
     encoded, skipped = [], 0
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     end = tokenizer.eos_token_id if end is None or end == tokenizer.unk_token_id else end
     for row in rows:
         prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True)
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
-        completion = tokenizer(row["messages"][-1]["content"], add_special_tokens=False)["input_ids"] + [end]
+        text = row["messages"][-1]["content"]
+        verdict = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        completion = verdict["input_ids"] + [end]
         if len(prompt) + len(completion) > max_length:
             skipped += 1
             continue
-        encoded.append((prompt + completion, len(prompt)))
+        encoded.append((prompt + completion, len(prompt), token_roles(text, verdict["offset_mapping"]) + [OTHER]))
     return encoded, skipped
 
 
@@ -129,19 +150,22 @@ def schedule(n_rows_lengths: list[int], config: LeanSFTConfig) -> list[list[int]
 
 
 def collate(encoded, batch: list[int], pad_id: int):
-    """A right-padded batch: input ids, attention mask, and shifted labels (-100 off the verdict)."""
+    """A right-padded batch: input ids, attention mask, shifted labels (-100 off the verdict), and
+    each label's role (DECISION, POLICY, OTHER; -1 off the verdict)."""
     import torch
 
     width = max(len(encoded[i][0]) for i in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    roles = torch.full((len(batch), width), -1, dtype=torch.long)
     for row, i in enumerate(batch):
-        tokens, prompt_len = encoded[i]
+        tokens, prompt_len, token_role = encoded[i]
         ids[row, :len(tokens)] = torch.tensor(tokens)
         mask[row, :len(tokens)] = 1
         labels[row, prompt_len - 1:len(tokens) - 1] = torch.tensor(tokens[prompt_len:])  # position t predicts t+1
-    return ids, mask, labels
+        roles[row, prompt_len - 1:len(tokens) - 1] = torch.tensor(token_role)
+    return ids, mask, labels, roles
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -167,8 +191,14 @@ def build_model(config: LeanSFTConfig):
     return model, tokenizer, path
 
 
-def completion_loss(model, ids, mask, labels, dtype: str):
-    """Mean cross-entropy over verdict tokens, with the LM head applied only at those positions.
+def role_weights(config: LeanSFTConfig) -> tuple[float, float, float]:
+    """Loss weight by token role, indexed by OTHER, POLICY, DECISION."""
+    return 1.0, config.policy_weight, config.decision_weight
+
+
+def completion_loss(model, ids, labels, roles, weights: tuple[float, float, float], dtype: str):
+    """(weighted mean cross-entropy over verdict tokens, number of verdict tokens, mean
+    cross-entropy of the decision tokens), with the LM head applied only at verdict positions.
 
     No attention mask is passed: batches are right-padded, so under the causal mask no real token
     ever sees a pad, and pad positions carry no loss. This keeps attention on the fast causal path.
@@ -180,7 +210,11 @@ def completion_loss(model, ids, mask, labels, dtype: str):
         hidden = inner.model(input_ids=ids).last_hidden_state
         keep = labels != -100
         logits = inner.lm_head(hidden[keep]).float()
-    return torch.nn.functional.cross_entropy(logits, labels[keep]), int(keep.sum())
+    losses = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="none")
+    role = roles[keep]
+    weight = torch.tensor(weights, dtype=losses.dtype)[role]
+    decision = losses[role == DECISION]
+    return (losses * weight).sum() / weight.sum(), int(keep.sum()), decision.mean().item() if len(decision) else math.nan
 
 
 def learning_rate(step: int, total: int, config: LeanSFTConfig) -> float:
@@ -224,17 +258,21 @@ def load_checkpoint(out: Path, model, optimizer) -> tuple[int, dict]:
 # --- the loop --------------------------------------------------------------------------------
 
 
-def held_out_loss(model, encoded, config: LeanSFTConfig, pad_id: int) -> float:
+def held_out_loss(model, encoded, config: LeanSFTConfig, pad_id: int) -> tuple[float, float]:
+    """(mean cross-entropy over all verdict tokens, mean over the decision tokens) on held-out rows."""
     import torch
 
     model.eval()
-    total, count = 0.0, 0
+    total, count, decision_total, decisions = 0.0, 0, 0.0, 0
     with torch.no_grad():
-        for batch in length_batches([len(t) for t, _ in encoded], config.batch_tokens, random.Random(0)):
-            loss, n = completion_loss(model, *collate(encoded, batch, pad_id), config.dtype)
+        for batch in length_batches([len(t) for t, *_ in encoded], config.batch_tokens, random.Random(0)):
+            ids, _, labels, roles = collate(encoded, batch, pad_id)
+            loss, n, decision = completion_loss(model, ids, labels, roles, (1.0, 1.0, 1.0), config.dtype)
+            n_decision = int((roles == DECISION).sum())
             total, count = total + loss.item() * n, count + n
+            decision_total, decisions = decision_total + decision * n_decision, decisions + n_decision
     model.train()
-    return total / max(1, count)
+    return total / max(1, count), decision_total / max(1, decisions)
 
 
 def train(config: LeanSFTConfig) -> dict:
@@ -251,7 +289,7 @@ def train(config: LeanSFTConfig) -> dict:
     held, rows = rows[:config.held_out], rows[config.held_out:]
     encoded, skipped = encode_rows(rows, tokenizer, config.max_length)
     held_encoded, _ = encode_rows(held, tokenizer, config.max_length)
-    steps = schedule([len(t) for t, _ in encoded], config)
+    steps = schedule([len(t) for t, *_ in encoded], config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     start, stats = load_checkpoint(out, model, optimizer)
@@ -263,10 +301,10 @@ def train(config: LeanSFTConfig) -> dict:
     window_started, window_tokens = time.perf_counter(), 0
     for step in range(start, len(steps)):
         started = time.perf_counter()
-        ids, mask, labels = collate(encoded, steps[step], pad_id)
+        ids, mask, labels, roles = collate(encoded, steps[step], pad_id)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, len(steps), config)
-        loss, n_verdict = completion_loss(model, ids, mask, labels, config.dtype)
+        loss, n_verdict, decision_loss = completion_loss(model, ids, labels, roles, role_weights(config), config.dtype)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
@@ -280,11 +318,11 @@ def train(config: LeanSFTConfig) -> dict:
         bar.update(1)
         if (step + 1) % config.log_steps == 0:
             rate = window_tokens / (time.perf_counter() - window_started)
-            entry = {"step": step + 1, "loss": round(loss.item(), 4), "lr": group["lr"], "tokens": stats["tokens"],
-                     "tokens_per_s": round(rate, 1)}
+            entry = {"step": step + 1, "loss": round(loss.item(), 4), "decision_loss": round(decision_loss, 4),
+                     "lr": group["lr"], "tokens": stats["tokens"], "tokens_per_s": round(rate, 1)}
             log.write(json.dumps(entry) + "\n")
             log.flush()
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", decision=f"{decision_loss:.3f}", tok_s=f"{rate:.0f}")
             window_started, window_tokens = time.perf_counter(), 0
         if (step + 1) % config.save_steps == 0:
             save_checkpoint(out, model, optimizer, step + 1, stats)
@@ -292,12 +330,13 @@ def train(config: LeanSFTConfig) -> dict:
     save_checkpoint(out, model, optimizer, len(steps), stats)
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir)
+    held_loss, held_decision = held_out_loss(model, held_encoded, config, pad_id)
     summary = {
         "base_model": str(model_path), "rows": len(encoded), "rows_skipped_too_long": skipped, "steps": len(steps),
         "train_tokens": stats["tokens"], "padded_tokens": stats["padded_tokens"], "verdict_tokens": stats["verdict_tokens"],
         "padding_share": round(1 - stats["tokens"] / max(1, stats["padded_tokens"]), 4),
         "train_wall_s": round(stats["wall_s"], 1), "train_tokens_per_s": round(stats["tokens"] / max(1e-9, stats["wall_s"]), 1),
-        "held_out_rows": len(held_encoded), "held_out_loss": round(held_out_loss(model, held_encoded, config, pad_id), 4),
+        "held_out_rows": len(held_encoded), "held_out_loss": round(held_loss, 4), "held_out_decision_loss": round(held_decision, 4),
         "torch_threads": torch.get_num_threads(), "config": dataclasses.asdict(config),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

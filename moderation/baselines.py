@@ -44,13 +44,16 @@ class TfidfBaseline:
         self.models: dict[int, object] = {}
 
     def fit(self, train: list[LabelledItem]) -> TfidfBaseline:
+        return self.fit_texts([li.item.text() for li in train], label_matrix([li.gold_violations for li in train]))
+
+    def fit_texts(self, texts: list[str], y: np.ndarray) -> TfidfBaseline:
+        """Fit on texts and their (texts x policies) 0/1 labels."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         self.vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True,
                                           max_features=self.max_features)
-        x = self.vectorizer.fit_transform([li.item.text() for li in train])
-        y = label_matrix([li.gold_violations for li in train])
+        x = self.vectorizer.fit_transform(texts)
         for i, policy in enumerate(POLICY_IDS):
             if y[:, i].any() and not y[:, i].all():
                 model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=self.seed)

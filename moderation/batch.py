@@ -185,7 +185,8 @@ class OutputFile:
         self.fh.close()
 
 
-SOURCE_KEYS = ("model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "thresholds_sha")
+SOURCE_KEYS = ("model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "thresholds_sha",
+               "scorer_sha")
 
 
 def _same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -129,7 +129,18 @@ def build_moderator(args):
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
     return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
-                     scores=args.scores, thresholds=run_thresholds(args))
+                     scores=args.scores, thresholds=run_thresholds(args), scorer=run_scorer(args))
+
+
+def run_scorer(args):
+    """The model's policy heads (moderation.heads), where it ships them and scores are on; else None
+    (scores, if on, come from the backend's token probes)."""
+    heads = model_profile_for(args).heads
+    if not heads or not args.scores:
+        return None
+    from moderation.heads import load_heads
+
+    return load_heads(heads)
 
 
 def run_moderator(args):

@@ -35,7 +35,7 @@ MANIFEST = "moderation-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADAPTER = PROJECT_ROOT / "finetune" / "adapters" / "smollm2-135m-moderation"
-PROFILE_FILE = "moderation.json"  # in an adapter folder: {"prompt": path, "thresholds": {policy: t}}
+PROFILE_FILE = "moderation.json"  # in an adapter folder: {"prompt": path, "thresholds": {policy: t}, "heads": bool}
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class ModelProfile:
     label: str
     prompt: str | None = None  # None: the CLI's default template
     thresholds: dict[str, float] | None = None
+    heads: str | None = None  # a folder with policy heads (moderation.heads) that score instead of token probes
 
 
 def model_profile(model: str) -> ModelProfile:
@@ -52,7 +53,8 @@ def model_profile(model: str) -> ModelProfile:
     if model == "default":
         profile = json.loads((DEFAULT_ADAPTER / PROFILE_FILE).read_text())
         prompt = str(PROJECT_ROOT / profile["prompt"]) if profile.get("prompt") else None
-        return ModelProfile(f"default:{DEFAULT_MODEL_NAME}+{DEFAULT_ADAPTER.name}", prompt, profile.get("thresholds"))
+        heads = str(DEFAULT_ADAPTER) if profile.get("heads") else None
+        return ModelProfile(f"default:{DEFAULT_MODEL_NAME}+{DEFAULT_ADAPTER.name}", prompt, profile.get("thresholds"), heads)
     if model == "base":
         return ModelProfile(f"base:{DEFAULT_MODEL_NAME}")
     return ModelProfile(model)

@@ -1,7 +1,8 @@
 """Item -> prompt -> backend -> validated verdict, with a bounded retry for invalid outputs.
 
 With per-policy thresholds (the default model ships them) the verdict follows the calibrated
-scores ("score first"): every item is scored first (two one-token probes); an item whose policy
+scores ("score first"): every item is scored first (by the model's policy heads where it ships them,
+moderation.heads, else by two one-token probes, moderation.scoring); an item whose policy
 scores are all below their thresholds gets an `allow` verdict built from the scores, with no
 generation; a flagged item's decision (the likeliest non-allow one) and violations (its flagged
 policies, highest score first, at most 3) are fixed, and the engine writes only the evidence quotes
@@ -22,7 +23,7 @@ from moderation.items import Item
 from moderation.model import Adapter
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
-from moderation.schema import decided_schema, evidence_candidates, grounded_schema, parse_verdict, verdict_schema
+from moderation.schema import DECISIONS, decided_schema, evidence_candidates, grounded_schema, parse_verdict, verdict_schema
 from moderation.scoring import NON_ALLOW, combine, decision_probes, policy_probes
 
 RETRY_TEMPERATURE = 0.7
@@ -38,14 +39,20 @@ class Decided:
     policies: tuple[str, ...]  # empty: allow
 
 
-def decide(scores: dict[str, Any], thresholds: dict[str, float]) -> Decided:
-    """Flagged policies (score >= threshold), highest first, and the likeliest non-allow decision."""
+def decide(scores: dict[str, Any], thresholds: dict[str, float], policy: Policy | None = None) -> Decided:
+    """Flagged policies (score >= threshold), highest first, and the decision: the likeliest
+    non-allow one where the scores have decision probabilities (token probes), else the strongest
+    default action of the flagged policies (policy heads)."""
     policies = scores["policies"]
     flagged = sorted((p for p, t in thresholds.items() if policies.get(p, 0.0) >= t), key=lambda p: -policies[p])
     if not flagged:
         return Decided("allow", ())
-    decision = max(NON_ALLOW, key=lambda d: scores["decisions"].get(d, 0.0))
-    return Decided(decision, tuple(flagged[:MAX_VIOLATIONS]))
+    flagged = flagged[:MAX_VIOLATIONS]
+    if scores.get("decisions") or policy is None:
+        decision = max(NON_ALLOW, key=lambda d: scores.get("decisions", {}).get(d, 0.0))
+    else:
+        decision = max((policy.entry(p).default_action for p in flagged), key=DECISIONS.index)
+    return Decided(decision, tuple(flagged))
 
 
 def settle(verdict: dict[str, Any], decided: Decided, policy: Policy, item_text: str) -> dict[str, Any]:
@@ -88,6 +95,8 @@ class Moderator:
         scores: add per-policy confidence scores from token log-probabilities (backends
             with `label_probs` only; see moderation.scoring).
         thresholds: per-policy score thresholds; with scores on, verdicts follow them (score first).
+        scorer: where scores come from instead of the backend's token probes: an object with
+            `score(messages) -> [scores]` and a `sha` (moderation.heads.HeadScorer).
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class Moderator:
         adapter: Adapter | None = None,
         scores: bool = True,
         thresholds: dict[str, float] | None = None,
+        scorer=None,
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -110,7 +120,8 @@ class Moderator:
         self.max_attempts = max_attempts
         self.grounded_evidence = grounded_evidence
         self.adapter = adapter
-        self.scores = scores and hasattr(backend, "label_probs")
+        self.scorer = scorer if scores else None
+        self.scores = scores and (scorer is not None or hasattr(backend, "label_probs"))
         self.thresholds = dict(thresholds) if thresholds else None
 
     @property
@@ -122,7 +133,7 @@ class Moderator:
         """The same moderator (backend, policy, prompt, settings) asking for another adapter."""
         return Moderator(self.backend, self.policy, self.template, max_attempts=self.max_attempts,
                          grounded_evidence=self.grounded_evidence, adapter=adapter, scores=self.scores,
-                         thresholds=self.thresholds)
+                         thresholds=self.thresholds, scorer=self.scorer)
 
     @property
     def adapter_name(self) -> str | None:
@@ -138,6 +149,7 @@ class Moderator:
             "prompt_sha": self.template.sha,
             "policy_version": self.policy.version,
             "thresholds_sha": self.thresholds_sha,
+            "scorer_sha": self.scorer.sha if self.scorer is not None else None,
             "decided_by": "scores" if self.score_first else "generation",
         }
 
@@ -178,11 +190,13 @@ class Moderator:
         return outcomes
 
     def score(self, items: list[Item]) -> list[dict[str, Any]]:
-        """Only the scores of a batch (two one-token probes per item, no generation): what score
+        """Only the scores of a batch (policy heads or two one-token probes per item, no generation): what score
         first decides on, for measuring and choosing thresholds."""
         return self._probe([self.template.messages(item, self.policy) for item in items])
 
     def _probe(self, messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+        if self.scorer is not None:
+            return self.scorer.score(messages)
         decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
         policies = self.backend.label_probs(policy_probes(messages, decisions, [None] * len(messages), self.adapter_name))
         return [combine(d, p) for d, p in zip(decisions, policies)]
@@ -196,7 +210,7 @@ class Moderator:
         for outcome, item_scores in zip(outcomes, scores):
             outcome.scores = item_scores
             outcome.latency_ms += elapsed_ms
-            decided.append(decide(outcome.scores, self.thresholds))
+            decided.append(decide(outcome.scores, self.thresholds, self.policy))
             if not decided[-1].policies:
                 outcome.verdict = {"decision": "allow", "violations": [], "rationale": ALLOW_RATIONALE}
         return decided
@@ -238,6 +252,10 @@ class Moderator:
         if not done:
             return
         messages = [all_messages[i] for i in done]
+        if self.scorer is not None:
+            for i, scores in zip(done, self.scorer.score(messages)):
+                outcomes[i].scores = scores
+            return
         decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
         verdicts = [outcomes[i].verdict for i in done]
         policies = self.backend.label_probs(policy_probes(messages, decisions, verdicts, self.adapter_name))

@@ -96,9 +96,13 @@ class TfidfScorer:
 
     def score(self, items: list[Item]) -> np.ndarray:
         """(items x policies) probabilities."""
+        return self.score_texts([item.text() for item in items])
+
+    def score_texts(self, texts: list[str]) -> np.ndarray:
+        """(texts x policies) probabilities."""
         from scipy.special import expit
 
-        x = self.vectorizer.transform([item.text() for item in items])
+        x = self.vectorizer.transform(texts)
         return np.where(self.fitted, expit(x @ self.coef.T + self.intercept), 0.0)
 
 

@@ -52,8 +52,9 @@ START, END = "<!-- benchmark_model:start -->", "<!-- benchmark_model:end -->"
 OLD_ADAPTER_PROMPT = "prompts/moderate.short.v1.txt"
 
 
-def moderator(model: str, adapter: str | None = None, prompt: str | None = None, thresholds=None):
-    """A vLLM moderator for one system, built from the library (not the CLI)."""
+def moderator(model: str, adapter: str | None = None, prompt: str | None = None, thresholds=None, heads: bool = True):
+    """A vLLM moderator for one system, built from the library (not the CLI); `heads`: score with the
+    model's policy heads where it ships them (else with its token probes)."""
     from moderation.backends import BackendConfig, load_backend
     from moderation.model import load_adapter
     from moderation.pipeline import Moderator
@@ -63,7 +64,13 @@ def moderator(model: str, adapter: str | None = None, prompt: str | None = None,
     backend = load_backend("vllm", BackendConfig(model=model, adapters=adapters, gpu_memory_utilization=0.5,
                                                  max_model_len=4096, batch_size=64))
     profile = model_profile(model)
-    base = Moderator(backend, load_policy(None), load_template(prompt or profile.prompt), thresholds=thresholds)
+    scorer = None
+    if profile.heads and heads:
+        from moderation.heads import load_heads
+
+        scorer = load_heads(profile.heads)
+    base = Moderator(backend, load_policy(None), load_template(prompt or profile.prompt), thresholds=thresholds,
+                     scorer=scorer)
     return base.with_adapter(adapters[0]) if adapters else base
 
 
@@ -79,6 +86,20 @@ def cached_scores(mod, items, path: Path, chunk: int = 64) -> np.ndarray:
             done[li.item.id] = scores["policies"]
         path.write_text(json.dumps(done))
     return np.array([[done[li.item.id][p] for p in POLICY_IDS] for li in items])
+
+
+def default_dir(out: Path, heads: bool = True) -> Path:
+    """Where the default model's scores and run file are kept: named by the hashes of the shipped
+    adapter and (`heads`) its policy heads, so new ones never reuse the scores of earlier ones."""
+    from moderation.heads import has_heads, heads_sha
+    from moderation.model import load_adapter
+
+    name = f"default-{load_adapter(str(DEFAULT_ADAPTER)).sha[:12]}"
+    if heads and has_heads(DEFAULT_ADAPTER):
+        name += f"-heads-{heads_sha(DEFAULT_ADAPTER)[:12]}"
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def splits(data_dir: str | None) -> dict[str, dict[str, list]]:
@@ -115,19 +136,23 @@ def cap_clean_fpr(thresholds: np.ndarray, scores: np.ndarray, gold: np.ndarray, 
     return thresholds
 
 
-def choose_shipped_thresholds(data: dict, out: Path, max_fpr: float) -> dict[str, float]:
+def dev_thresholds(data: dict, out: Path, max_fpr: float, heads: bool = True) -> np.ndarray:
     """Per-policy thresholds maximising F1 on the pooled dev items of every set (scores of the
-    default model), raised where needed so that at most `max_fpr` of the clean marketplace dev
-    items are flagged; written into the shipped adapter's profile."""
-    mod = moderator("default", thresholds=None)
+    default model, by its heads or by its token probes), raised where needed so that at most
+    `max_fpr` of the clean marketplace dev items are flagged."""
+    mod = moderator("default", thresholds=None, heads=heads)
     scores, gold = {}, {}
     for name, parts in data.items():
-        scores[name] = cached_scores(mod, parts["dev"], out / "default" / f"{name}-dev.json")
+        scores[name] = cached_scores(mod, parts["dev"], default_dir(out, heads) / f"{name}-dev.json")
         gold[name] = gold_labels(parts["dev"])[0]
     mod.backend.close()
     thresholds = choose_thresholds(np.vstack(list(scores.values())), np.vstack(list(gold.values())), grid=GRID)
-    thresholds = cap_clean_fpr(thresholds, scores["marketplace"], gold["marketplace"], max_fpr)
-    chosen = {p: round(float(t), 4) for p, t in zip(POLICY_IDS, thresholds)}
+    return cap_clean_fpr(thresholds, scores["marketplace"], gold["marketplace"], max_fpr)
+
+
+def choose_shipped_thresholds(data: dict, out: Path, max_fpr: float) -> dict[str, float]:
+    """The shipped thresholds (`dev_thresholds` of the heads), written into the adapter's profile."""
+    chosen = {p: round(float(t), 4) for p, t in zip(POLICY_IDS, dev_thresholds(data, out, max_fpr))}
     profile_path = DEFAULT_ADAPTER / PROFILE_FILE
     profile = json.loads(profile_path.read_text())
     profile["thresholds"] = chosen
@@ -155,14 +180,41 @@ def default_system(data: dict, out: Path, policy, results: dict, n_boot: int) ->
     for name, parts in data.items():
         test = parts["test"]
         started = time.perf_counter()
-        scores = cached_scores(mod, test, out / "default" / f"{name}-test.json")
+        scores = cached_scores(mod, test, default_dir(out) / f"{name}-test.json")
         labels = score_labels(test, scores, cut, np.ones(len(test), dtype=bool), policy)
         results["default"][name] = finish("default", name, test, labels, cut, {"s": time.perf_counter() - started}, n_boot)
     market = data["marketplace"]["test"]
-    records, speed = run_llm(mod, market, out / "default" / "marketplace-run.jsonl")
+    records, speed = run_llm(mod, market, default_dir(out) / "marketplace-run.jsonl")
     results["default (full run)"]["marketplace"] = evaluate_llm_records("default (full run)", market, records, policy,
                                                                         n_boot=n_boot, speed=speed)
     mod.backend.close()
+
+
+def probes_system(data: dict, out: Path, policy, results: dict, n_boot: int, max_fpr: float) -> None:
+    """The shipped adapter scored by its own decision and policy tokens (moderation.scoring) instead
+    of the heads, with thresholds chosen the same way on the same dev items."""
+    cut = dev_thresholds(data, out, max_fpr, heads=False)
+    mod = moderator("default", thresholds=None, heads=False)
+    for name, parts in data.items():
+        test = parts["test"]
+        scores = cached_scores(mod, test, default_dir(out, heads=False) / f"{name}-test.json")
+        labels = score_labels(test, scores, cut, np.ones(len(test), dtype=bool), policy)
+        results["token probes"][name] = finish("token probes", name, test, labels, cut, {}, n_boot)
+    mod.backend.close()
+
+
+def merged_adapter(adapter: str, out: Path) -> Path:
+    """The (old) adapter merged into the zero-shot base once, named by its hash: vLLM on CPU served
+    it as a LoRA adapter at 0.15 items/s here; merged, it runs like any model, with the same weights.
+    (Its adapter_config says `default`, which meant the zero-shot model when it was trained.)"""
+    from finetune.export import merge
+    from moderation.model import load_adapter
+
+    target = out / f"merged-{load_adapter(adapter).sha[:12]}"
+    if not (target / "model.safetensors").is_file():
+        merge(adapter, target.with_suffix(".partial"), base="base")
+        target.with_suffix(".partial").rename(target)
+    return target
 
 
 def generated_system(system: str, mod, data: dict, out: Path, policy, results: dict, n_boot: int, n: int) -> None:
@@ -225,11 +277,29 @@ def training_lines() -> list[str]:
             f"- **{t['train_tokens']:,} training tokens** ({t['verdict_tokens']:,} of them verdict tokens with loss; "
             f"padding {t['padding_share']:.1%} of the padded batches) in {t['train_wall_s'] / 60:.1f} minutes: "
             f"**{t['train_tokens_per_s']:.0f} tokens/s** on {t['torch_threads']} CPU threads.",
-            f"- Loss on {t['held_out_rows']} held-out curated rows after training: {t['held_out_loss']:.3f}.", ""]
+            f"- Loss on {t['held_out_rows']} held-out curated rows after training: {t['held_out_loss']:.3f}.", "",
+            *heads_lines()]
+
+
+def heads_lines() -> list[str]:
+    """The shipped policy heads' fitting figures, from their card (heads.json, finetune/fit_heads.py)."""
+    from moderation.heads import CARD_FILE
+
+    path = DEFAULT_ADAPTER / CARD_FILE
+    if not path.is_file():
+        return []
+    h = json.loads(path.read_text())
+    speed = (f" in {h['feature_s'] / 60:.1f} minutes ({h['feature_tokens']:,} tokens, {h['feature_tokens_per_s']:.0f} "
+             "tokens/s, bfloat16, 2 CPU threads)") if "feature_s" in h else ""
+    return ["### Policy heads (finetune/fit_heads.py, from heads.json): the scores verdicts follow", "",
+            f"- Mean-pooled hidden states of layers {', '.join(map(str, h['layers']))} of the {h['model']} model for "
+            f"{h['rows']:,} curated rows{speed}; one logistic regression per policy (C {h['c']}), and one on a character "
+            f"TF-IDF ({h['max_features']:,} n-grams at most) of the same text; score = mean of the two; fitted in "
+            f"{h['fit_s']:.0f} s.", ""]
 
 
 def report(data: dict, results: dict, args, minutes: float) -> str:
-    systems = ["zero-shot", "tfidf", "tfidf+corpus", "old-adapter", "default"]
+    systems = [s for s in ("zero-shot", "tfidf", "tfidf+corpus", "old-adapter", "token probes", "default") if results.get(s)]
     lines = [START, "",
              f"Generated {datetime.date.today().isoformat()} by `python scripts/benchmark_model.py` in {minutes:.0f} minutes "
              f"({platform.machine()}, {os.cpu_count()} CPU cores; vLLM on CPU). Test splits: marketplace whole, public sets "
@@ -277,13 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets)")
     parser.add_argument("--baseline-sample", type=int, default=40, help="public test items per set for zero-shot and old-adapter")
     parser.add_argument("--old-adapter", default="runs/old-adapter", help="the previous adapter (LoRA on base)")
-    parser.add_argument("--skip", default="", help="comma-separated systems not to run: zero-shot, old-adapter")
+    parser.add_argument("--skip", default="", help="comma-separated systems not to run: zero-shot, old-adapter, token-probes")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--max-clean-fpr", type=float, default=0.10,
                         help="thresholds: at most this share of clean marketplace dev items flagged (default 0.10)")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
-    (out / "default").mkdir(parents=True, exist_ok=True)
     data = splits(args.data_dir)
     policy = load_policy(None)
     if args.command == "thresholds":
@@ -294,10 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     tfidf_systems(data, policy, results, args.bootstrap)
     default_system(data, out, policy, results, args.bootstrap)
     skip = set(args.skip.split(","))
+    if "token-probes" not in skip and model_profile("default").heads:
+        probes_system(data, out, policy, results, args.bootstrap, args.max_clean_fpr)
     if "zero-shot" not in skip:
         generated_system("zero-shot", moderator("base"), data, out, policy, results, args.bootstrap, args.baseline_sample)
     if "old-adapter" not in skip:
-        generated_system("old-adapter", moderator("base", adapter=args.old_adapter, prompt=str(ROOT / OLD_ADAPTER_PROMPT)),
+        merged = merged_adapter(args.old_adapter, out)
+        generated_system("old-adapter", moderator(str(merged), prompt=str(ROOT / OLD_ADAPTER_PROMPT)),
                          data, out, policy, results, args.bootstrap, args.baseline_sample)
     block = report(data, results, args, (time.perf_counter() - started) / 60)
     (out / "report.md").write_text(block + "\n")

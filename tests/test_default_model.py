@@ -58,19 +58,19 @@ def test_run_applies_the_shipped_thresholds_by_default_and_one_flag_removes_them
 def test_the_shipped_default_flags_obvious_violations_and_allows_obvious_clean_items(tmp_path):
     """The real default (merged adapter, vLLM, shipped prompt and thresholds) on a few plain cases."""
     pytest.importorskip("vllm")
-    from moderation.backends import BackendConfig, load_backend
+    from moderation.cli import build_parser
+    from moderation.factory import run_moderator
     from moderation.model import MANIFEST, prepare_default_model
-    from moderation.pipeline import Moderator
-    from moderation.policy import load_policy
-    from moderation.prompts import load_template
 
     merged = prepare_default_model()
     manifest = json.loads((merged / MANIFEST).read_text())
     assert manifest["adapter_sha256"] == load_adapter(str(DEFAULT_ADAPTER)).sha
-    profile = model_profile("default")
-    backend = load_backend("vllm", BackendConfig(model="default", enforce_eager=True, max_model_len=4096))
+    # exactly what `moderation run` builds with its defaults
+    moderator = run_moderator(build_parser().parse_args(["run", "in.jsonl", "-o", str(tmp_path / "out.jsonl"),
+                                                         "--enforce-eager", "--max-model-len", "4096"]))
+    backend = moderator.backend
+    assert moderator.score_first and moderator.thresholds == model_profile("default").thresholds
     try:
-        moderator = Moderator(backend, load_policy(None), load_template(profile.prompt), thresholds=profile.thresholds)
         violating = [
             Item("v1", "listing", {"title": "AAA replica Rolex Submariner 1:1 mirror quality", "description": "Looks 100% real, nobody can tell. Fake papers included.", "language": "en"}),
             Item("v2", "listing", {"title": "Glock 19 with 200 rounds, no paperwork needed", "description": "Untraceable, cash only, meet in person.", "language": "en"}),

@@ -142,3 +142,55 @@ def test_score_verdicts_routes_the_lowest_rewards_and_measures_the_effect():
     summary = effect(records, gold, [False, True, True])
     assert summary["kept"] == {"n": 1, "exact_match_accuracy": 1.0, "flagged": 1, "flag_precision": 1.0}
     assert summary["routed"]["exact_match_accuracy"] == 0.0 and summary["routed"]["flag_precision"] == 0.0
+
+
+def test_lean_sft_roles_mark_the_decision_and_policy_ids_only(tiny_model):
+    from transformers import AutoTokenizer
+
+    from finetune.lean_sft import DECISION, OTHER, POLICY, token_roles
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    encoded = tokenizer(SPAM, add_special_tokens=False, return_offsets_mapping=True)
+    roles = token_roles(SPAM, encoded["offset_mapping"])
+    text = {role: "".join(tokenizer.decode([t]) for t, r in zip(encoded["input_ids"], roles) if r == role)
+            for role in (DECISION, POLICY, OTHER)}
+    assert text[DECISION] == "remove" and text[POLICY] == "spam"
+    assert "WIN a free cruise" in text[OTHER] and "severity" in text[OTHER]
+
+
+def test_lean_sft_weighted_loss_follows_the_weights(tiny_model):
+    from transformers import AutoTokenizer
+
+    from finetune import lean_sft
+
+    config = lean_sft.LeanSFTConfig(model=tiny_model, lora_r=4, lora_layers=2, dtype="float32")
+    model, tokenizer, _ = lean_sft.build_model(config)
+    rows = [{"messages": [*PROMPT, *assistant(v)]} for v in (SPAM, ALLOW)]
+    encoded, skipped = lean_sft.encode_rows(rows, AutoTokenizer.from_pretrained(tiny_model), 256)
+    ids, mask, labels, roles = lean_sft.collate(encoded, [0, 1], tokenizer.pad_token_id)
+    assert skipped == 0 and int((roles == lean_sft.DECISION).sum()) == 2 and ((labels == -100) == (roles == -1)).all()
+    with torch.no_grad():
+        plain, n, decision = lean_sft.completion_loss(model, ids, labels, roles, (1.0, 1.0, 1.0), "float32")
+        only_decision, _, _ = lean_sft.completion_loss(model, ids, labels, roles, (1e-9, 1e-9, 1.0), "float32")
+    assert n == int((labels != -100).sum())
+    assert only_decision.item() == pytest.approx(decision, rel=1e-4) and plain.item() != pytest.approx(decision, rel=1e-3)
+
+
+def test_lean_sft_trains_checkpoints_and_resumes(tmp_path, tiny_model):
+    from finetune import lean_sft
+
+    rows = [{"messages": [*PROMPT, *assistant(v)]} for v in (SPAM, ALLOW) * 6]
+    data = write_rows(tmp_path / "sft", {"train": rows})
+    argv = ["--model", tiny_model, "--dataset", data, "--output_dir", str(tmp_path / "out"), "--batch_tokens", "256",
+            "--lora_r", "4", "--lora_layers", "2", "--held_out", "2", "--save_steps", "1", "--log_steps", "1",
+            "--learning_rate", "0.01", "--decision_weight", "10", "--epochs", "1", "--max_steps", "2"]
+    first = lean_sft.train(lean_sft.parse_config(argv))
+    state = torch.load(tmp_path / "out" / "checkpoint" / "state.pt", weights_only=False)
+    assert state["step"] == 2 and any("lora_B" in n and p.abs().sum() > 0 for n, p in state["weights"].items())
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2] and all(e["decision_loss"] > 0 for e in log)
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    again = lean_sft.train(lean_sft.parse_config([*argv[:-1], "3"]))  # resumes at step 2, runs one more
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3] and again["steps"] == 3
+    assert again["train_tokens"] > first["train_tokens"] and first["held_out_decision_loss"] > 0

@@ -56,7 +56,7 @@ def test_provenance_names_model_prompt_and_policy(make_moderator, template, poli
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
     assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version",
-                      "thresholds_sha", "decided_by"}
+                      "thresholds_sha", "scorer_sha", "decided_by"}
 
 
 def test_a_request_level_error_is_final_and_not_retried(make_moderator):
@@ -108,6 +108,14 @@ def test_decide_orders_by_score_and_keeps_three():
     decided = decide(scores, {p: 0.5 for p in scores["policies"]})
     assert decided == Decided("remove", ("fraud_scam", "spam", "counterfeit_ip"))
     assert decide(scores, {"hate_harassment": 0.5}) == Decided("allow", ())
+
+
+def test_decide_without_decision_scores_takes_the_strongest_default_action(policy):
+    scores = {"policies": {"spam": 0.7, "fraud_scam": 0.9}}
+    actions = {policy.entry(p).default_action for p in ("spam", "fraud_scam")}
+    decided = decide(scores, {"spam": 0.5, "fraud_scam": 0.5}, policy)
+    assert decided.policies == ("fraud_scam", "spam")
+    assert decided.decision == max(actions, key=("allow", "review", "restrict", "remove").index)
 
 
 def test_settle_and_decided_schema(policy):

@@ -1,0 +1,101 @@
+"""Fit the default model's policy heads on `moderation curate` rows and store them beside the adapter.
+
+    python finetune/fit_heads.py                       # data/curated/sft -> finetune/adapters/smollm2-135m-moderation
+    python finetune/fit_heads.py --dataset DIR --out DIR --layers 15,20
+
+Reads each row's user message (region rules and item) and its gold policies (the assistant verdict's
+violations); computes the base model's mean-pooled hidden states at `--layers` (bfloat16, length-grouped
+batches), fits one logistic regression per policy on them and one on a character TF-IDF of the same
+text, and writes heads.npz, lexical.npz and heads.json (see moderation/heads.py). Features are cached
+by the dataset's hash under `--cache`, so a refit with other settings skips the model pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+from moderation.heads import LAYERS, C, HiddenFeatures, PolicyHeads, save_heads, user_text  # noqa: E402
+from moderation.metrics import label_matrix  # noqa: E402
+from moderation.model import DEFAULT_ADAPTER, resolve_model  # noqa: E402
+from moderation.schema import POLICY_IDS  # noqa: E402
+
+
+def read_rows(dataset: Path) -> tuple[list[str], np.ndarray, str]:
+    """(user texts, (rows x policies) gold labels, hash of the file) of a curate sft/train.jsonl."""
+    path = dataset / "train.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"no {path}; run `moderation curate` first")
+    raw = path.read_bytes()
+    texts, labels = [], []
+    for line in raw.decode().splitlines():
+        row = json.loads(line)
+        texts.append(user_text(row["messages"]))
+        verdict = json.loads(row["messages"][-1]["content"])
+        labels.append({v["policy"] for v in verdict["violations"]})
+    return texts, label_matrix(labels), hashlib.sha256(raw).hexdigest()
+
+
+def features(texts: list[str], model: str, layers: tuple[int, ...], cache: Path, data_sha: str) -> tuple[np.ndarray, dict]:
+    from tqdm import tqdm
+
+    key = hashlib.sha256(json.dumps([data_sha, str(model), layers]).encode()).hexdigest()[:16]
+    path = cache / f"features-{key}.npy"
+    if path.is_file():
+        return np.load(path), {}
+    extractor = HiddenFeatures(model, layers)
+    started = time.perf_counter()
+    with tqdm(total=len(texts), desc="hidden states", unit="row") as bar:
+        x = extractor(texts, bar)
+    elapsed = time.perf_counter() - started
+    tokens = sum(len(extractor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, x)
+    return x, {"feature_tokens": tokens, "feature_s": round(elapsed, 1), "feature_tokens_per_s": round(tokens / elapsed, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from moderation.baselines import TfidfBaseline
+    from moderation.screen import TfidfScorer
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="data/curated/sft", help="`moderation curate` sft/ folder")
+    parser.add_argument("--out", default=str(DEFAULT_ADAPTER), help="folder to write the heads into")
+    parser.add_argument("--model", default="base", help="model whose hidden states the heads read (default: base)")
+    parser.add_argument("--layers", default=",".join(map(str, LAYERS)), help="comma-separated layers to pool")
+    parser.add_argument("--c", type=float, default=C, help=f"inverse L2 strength of the hidden-state heads (default {C})")
+    parser.add_argument("--max-features", type=int, default=50_000, help="TF-IDF vocabulary size, at most")
+    parser.add_argument("--cache", default="runs/heads-cache", help="feature cache folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    layers = tuple(int(x) for x in args.layers.split(","))
+    texts, y, data_sha = read_rows(Path(args.dataset))
+    model = resolve_model(args.model)
+    x, speed = features(texts, model, layers, Path(args.cache), data_sha)
+    started = time.perf_counter()
+    heads = PolicyHeads.fit(x, y, c=args.c)
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=args.max_features).fit_texts(texts, y))
+    card = {"format": "moderation-heads/1", "model": args.model, "layers": list(layers), "c": args.c,
+            "max_features": args.max_features, "rows": len(texts), "positives": dict(zip(POLICY_IDS, y.sum(0).astype(int).tolist())),
+            "dataset_sha256": data_sha, "fit_s": round(time.perf_counter() - started, 1), **speed,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["python finetune/fit_heads.py", *(argv if argv is not None else sys.argv[1:])])}
+    sha = save_heads(args.out, heads, lexical, card)
+    print(json.dumps({**card, "sha256": sha}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Policy heads: per-policy scores from a frozen model's hidden states and a character TF-IDF.
+
+The default model's scores come from here, not from the probability of its verdict tokens: a
+LoRA fine-tune of the 135M model did not learn to make its decision token depend on the item
+(see finetune/MODEL_CARD.md), while a logistic regression on the base model's mean-pooled hidden
+states separates violating from clean marketplace items. So an item's score for a policy is the
+mean of two probabilities, each from one logistic regression per policy:
+
+- `PolicyHeads` on the mean-pooled hidden states of layers `layers` of the base model (the
+  prompt's user message: region rules and the item), standardised;
+- a character n-gram TF-IDF (`moderation.screen.TfidfScorer`) on the same text.
+
+Both are fitted on the `moderation curate` rows (`finetune/fit_heads.py`) and stored as plain
+arrays (no pickles) beside the adapter. The model's adapter still writes the evidence and the
+rationale of flagged items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moderation.errors import ConfigError
+from moderation.schema import POLICY_IDS
+
+LAYERS = (15, 20)
+C = 0.05  # inverse L2 strength of the hidden-state heads, chosen on dev splits (finetune/MODEL_CARD.md)
+HEADS_FILE, LEXICAL_FILE, CARD_FILE = "heads.npz", "lexical.npz", "heads.json"
+HEADS_KEYS = ("mean", "scale", "coef", "intercept")
+LEXICAL_KEYS = ("terms", "idf", "coef", "intercept", "fitted")
+
+
+def user_text(messages: list[dict[str, str]]) -> str:
+    """What the heads read of a rendered prompt: its last user message (region rules and item)."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
+class HiddenFeatures:
+    """Mean-pooled hidden states of chosen layers of a causal LM, in bfloat16 on CPU.
+
+    Only the layers up to the deepest one chosen are kept, and texts go through in length-grouped
+    batches of about `batch_tokens` tokens.
+    """
+
+    def __init__(self, model_dir: str | Path, layers: tuple[int, ...] = LAYERS, batch_tokens: int = 4096,
+                 max_tokens: int = 1024):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.layers, self.batch_tokens, self.max_tokens = tuple(layers), batch_tokens, max_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModel.from_pretrained(str(model_dir), dtype=torch.bfloat16)
+        if max(self.layers) > model.config.num_hidden_layers:
+            raise ConfigError(f"heads read layer {max(self.layers)}, the model has {model.config.num_hidden_layers}")
+        model.layers = model.layers[:max(self.layers)]  # nothing above the deepest chosen layer is needed
+        self.model = model.eval()
+        self.dim = model.config.hidden_size * len(self.layers)
+
+    def __call__(self, texts: list[str], progress=None) -> np.ndarray:
+        import torch
+
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][:self.max_tokens] or [0] for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for batch in _length_batches([len(x) for x in ids], self.batch_tokens):
+            width = max(len(ids[i]) for i in batch)
+            tokens = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.float32)
+            for row, i in enumerate(batch):
+                tokens[row, :len(ids[i])] = torch.tensor(ids[i])
+                mask[row, :len(ids[i])] = 1
+            with torch.no_grad():  # right padding under the causal mask: real tokens never see a pad
+                hidden = self.model(input_ids=tokens, output_hidden_states=True).hidden_states
+            pooled = [(hidden[layer].float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True) for layer in self.layers]
+            out[batch] = torch.cat(pooled, dim=1).numpy()
+            if progress is not None:
+                progress.update(len(batch))
+        return out
+
+
+def _length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, batch = [], []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[i] > batch_tokens:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return batches + ([batch] if batch else [])
+
+
+class PolicyHeads:
+    """One logistic regression per policy on standardised features; arrays only."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: np.ndarray):
+        self.mean, self.scale, self.coef, self.intercept = mean, scale, coef, intercept
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, c: float = C, seed: int = 0) -> PolicyHeads:
+        """x: (n, d) features; y: (n, policies) 0/1. A policy without positives scores 0."""
+        from sklearn.linear_model import LogisticRegression
+
+        mean, scale = x.mean(0), x.std(0) + 1e-6
+        z = (x - mean) / scale
+        coef = np.zeros((len(POLICY_IDS), x.shape[1]), dtype=np.float32)
+        intercept = np.full(len(POLICY_IDS), -30.0, dtype=np.float32)
+        for i in range(len(POLICY_IDS)):
+            if 0 < y[:, i].sum() < len(y):
+                model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed).fit(z, y[:, i])
+                coef[i], intercept[i] = model.coef_[0], model.intercept_[0]
+        return cls(mean.astype(np.float32), scale.astype(np.float32), coef, intercept)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        from scipy.special import expit
+
+        return expit(((x - self.mean) / self.scale) @ self.coef.T + self.intercept)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+
+
+class HeadScorer:
+    """Scores of rendered prompts: the mean of the hidden-state heads and the TF-IDF head."""
+
+    def __init__(self, features: HiddenFeatures, heads: PolicyHeads, lexical, card: dict[str, Any], sha: str):
+        self.features, self.heads, self.lexical, self.card, self.sha = features, heads, lexical, card, sha
+
+    def policy_scores(self, texts: list[str], progress=None) -> np.ndarray:
+        """(texts x policies) scores in [0, 1]."""
+        hidden = self.heads.score(self.features(texts, progress))
+        return (hidden + self.lexical.score_texts(texts)) / 2
+
+    def score(self, messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+        """The `scores` field of each item's record, from its rendered prompt."""
+        scores = self.policy_scores([user_text(m) for m in messages])
+        return [{"violation": round(float(row.max()), 5), "policies": {p: round(float(s), 5) for p, s in zip(POLICY_IDS, row)},
+                 "scorer": "heads"} for row in scores]
+
+
+def save_heads(directory: str | Path, heads: PolicyHeads, lexical, card: dict[str, Any]) -> str:
+    """Write heads.npz, lexical.npz and heads.json into `directory`; return their hash."""
+    directory = Path(directory)
+    np.savez_compressed(directory / HEADS_FILE, **heads.arrays())
+    arrays = lexical.arrays()
+    np.savez_compressed(directory / LEXICAL_FILE, **{**arrays, "coef": arrays["coef"].astype(np.float32)})
+    card = {**card, "policies": list(POLICY_IDS), "vectorizer": lexical.settings}
+    (directory / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return heads_sha(directory)
+
+
+def heads_sha(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in (CARD_FILE, HEADS_FILE, LEXICAL_FILE):
+        digest.update((directory / name).read_bytes())
+    return digest.hexdigest()
+
+
+def has_heads(directory: str | Path) -> bool:
+    return (Path(directory) / CARD_FILE).is_file()
+
+
+def load_heads(directory: str | Path) -> HeadScorer:
+    """The scorer stored in `directory`, reading hidden states of the model its card names
+    ('base', 'default' or a model directory).
+
+    Raises:
+        ConfigError: a file is missing or unreadable, or the arrays do not fit together or were
+            fitted for another policy taxonomy.
+    """
+    from moderation.screen import TfidfScorer
+
+    directory = Path(directory)
+    where = f"policy heads in {directory}"
+    try:
+        card = json.loads((directory / CARD_FILE).read_text())
+        with np.load(directory / HEADS_FILE, allow_pickle=False) as npz:
+            heads = {k: npz[k] for k in HEADS_KEYS}
+        with np.load(directory / LEXICAL_FILE, allow_pickle=False) as npz:
+            lexical = {k: npz[k] for k in LEXICAL_KEYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
+    if card.get("policies") != list(POLICY_IDS):
+        raise ConfigError(f"{where}: fitted for policies {card.get('policies')}, this version has {list(POLICY_IDS)}")
+    p = len(POLICY_IDS)
+    if heads["coef"].shape[0] != p or lexical["coef"].shape != (p, len(lexical["terms"])):
+        raise ConfigError(f"{where}: the arrays do not fit {p} policies")
+    from moderation.model import resolve_model
+
+    features = HiddenFeatures(resolve_model(card["model"]), tuple(card["layers"]))
+    if heads["coef"].shape[1] != features.dim:
+        raise ConfigError(f"{where}: heads read {heads['coef'].shape[1]} features, layers {card['layers']} give {features.dim}")
+    scorer = TfidfScorer(card["vectorizer"], lexical["terms"], lexical["idf"], lexical["coef"], lexical["intercept"],
+                         lexical["fitted"].astype(bool))
+    return HeadScorer(features, PolicyHeads(**heads), scorer, card, heads_sha(directory))
+

@@ -1,0 +1,131 @@
+"""Policy heads: pooled hidden states of a (tiny, random) causal LM plus TF-IDF, stored as arrays."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moderation.baselines import TfidfBaseline
+from moderation.errors import ConfigError
+from moderation.heads import CARD_FILE, HEADS_FILE, HiddenFeatures, PolicyHeads, has_heads, load_heads, save_heads, user_text
+from moderation.items import Item
+from moderation.schema import POLICY_IDS
+from moderation.screen import TfidfScorer
+
+SPAM = ["WIN a free cruise, text CLAIM now", "FREE iPhone!!! click the link, claim today", "You won $1000, reply WIN"]
+CLEAN = ["Oak dining table, seats six", "Children's picture books, set of ten", "Stainless steel water bottle"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random LlamaForCausalLM (hidden 32, 4 layers) with the default model's tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from moderation.model import prepare_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(prepare_base_model())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def labels(n_spam, n_clean):
+    y = np.zeros((n_spam + n_clean, len(POLICY_IDS)), dtype=int)
+    y[:n_spam, POLICY_IDS.index("spam")] = 1
+    return y
+
+
+def test_pooled_features_do_not_depend_on_the_batch(tiny_model):
+    features = HiddenFeatures(tiny_model, layers=(2, 4), batch_tokens=64)
+    assert len(features.model.layers) == 4 and features.dim == 64
+    alone = features([CLEAN[0]])
+    together = features([SPAM[1] * 3, CLEAN[0], SPAM[0]])  # padded beside a longer text, in another order
+    assert together.shape == (3, 64)
+    np.testing.assert_allclose(alone[0], together[1], atol=0.05)
+    with pytest.raises(ConfigError, match="layer 9"):
+        HiddenFeatures(tiny_model, layers=(9,))
+
+
+def test_heads_separate_what_they_were_fitted_on_and_score_zero_without_positives():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(1.0, 1.0, (40, 8)), rng.normal(-1.0, 1.0, (40, 8))])
+    heads = PolicyHeads.fit(x, labels(40, 40))
+    scores = heads.score(x)
+    spam = POLICY_IDS.index("spam")
+    assert scores[:40, spam].mean() > 0.8 > 0.2 > scores[40:, spam].mean()
+    assert scores[:, POLICY_IDS.index("self_harm")].max() < 1e-6  # no positives: never flags
+
+
+def test_saved_heads_load_and_score_like_the_fitted_ones(tmp_path, tiny_model):
+    texts, y = SPAM * 4 + CLEAN * 4, labels(12, 12)
+    features = HiddenFeatures(tiny_model, layers=(2, 4))
+    heads = PolicyHeads.fit(features(texts), y)
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=500).fit_texts(texts, y))
+    expected = (heads.score(features(texts)) + lexical.score_texts(texts)) / 2
+    assert not has_heads(tmp_path)
+    sha = save_heads(tmp_path, heads, lexical, {"model": tiny_model, "layers": [2, 4]})
+    scorer = load_heads(tmp_path)
+    assert has_heads(tmp_path) and scorer.sha == sha
+    np.testing.assert_allclose(scorer.policy_scores(texts), expected, atol=1e-4)
+    messages = [[{"role": "system", "content": "rules"}, {"role": "user", "content": t}] for t in (SPAM[0], CLEAN[0])]
+    first, second = scorer.score(messages)
+    assert set(first["policies"]) == set(POLICY_IDS) and first["scorer"] == "heads"
+    assert first["policies"]["spam"] > second["policies"]["spam"]
+    assert first["violation"] == max(first["policies"].values())
+    assert user_text(messages[0]) == SPAM[0]
+
+
+def test_broken_or_foreign_heads_are_config_errors(tmp_path, tiny_model):
+    texts, y = SPAM * 2 + CLEAN * 2, labels(6, 6)
+    features = HiddenFeatures(tiny_model, layers=(2,))
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=200).fit_texts(texts, y))
+    save_heads(tmp_path, PolicyHeads.fit(features(texts), y), lexical, {"model": tiny_model, "layers": [2]})
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    (tmp_path / CARD_FILE).write_text(json.dumps({**card, "layers": [2, 4]}))
+    with pytest.raises(ConfigError, match="features"):
+        load_heads(tmp_path)
+    (tmp_path / CARD_FILE).write_text(json.dumps({**card, "policies": ["spam"]}))
+    with pytest.raises(ConfigError, match="fitted for policies"):
+        load_heads(tmp_path)
+    (tmp_path / CARD_FILE).write_text(json.dumps(card))
+    (tmp_path / HEADS_FILE).write_bytes(b"not an npz")
+    with pytest.raises(ConfigError, match="unreadable"):
+        load_heads(tmp_path)
+
+
+class FixedScorer:
+    """Scores from a function of the user message, for pipeline tests."""
+
+    sha = "f" * 64
+
+    def __init__(self, spam_score):
+        self.spam_score = spam_score
+
+    def score(self, messages):
+        out = []
+        for m in messages:
+            policies = {p: 0.0 for p in POLICY_IDS}
+            policies["spam"] = self.spam_score(user_text(m))
+            out.append({"violation": max(policies.values()), "policies": policies, "scorer": "heads"})
+        return out
+
+
+def test_a_scorer_decides_with_the_default_action_and_is_in_provenance(make_moderator, policy):
+    quote = json.dumps({"decision": "allow", "violations": [], "rationale": "Spam giveaway."})
+    moderator = make_moderator(respond=lambda r: quote, thresholds={"spam": 0.5},
+                               scorer=FixedScorer(lambda text: 0.9 if "WIN" in text else 0.1))
+    spam, clean = moderator.moderate([Item("s", "listing", {"title": SPAM[0]}), Item("c", "listing", {"title": CLEAN[0]})])
+    assert clean.verdict["decision"] == "allow" and clean.scores["policies"]["spam"] == 0.1
+    assert spam.verdict["decision"] == policy.entry("spam").default_action
+    assert [v["policy"] for v in spam.verdict["violations"]] == ["spam"] and spam.verdict["violations"][0]["evidence"]
+    assert len(moderator.backend.calls) == 1  # only the flagged item was generated
+    provenance = moderator.provenance()
+    assert provenance["scorer_sha"] == FixedScorer.sha and provenance["decided_by"] == "scores"
+    assert moderator.with_adapter(None).scorer is moderator.scorer
+    assert make_moderator(scorer=FixedScorer(lambda t: 0.0), scores=False).scorer is None
