@@ -34,7 +34,7 @@ def evaluate_sets(args, build_moderator) -> int:
 
     from moderation.policy import load_policy
 
-    sets, systems = parse_names(args.sets, setparse_names(), "sets"), parse_names(args.systems, SYSTEMS, "systems")
+    sets, systems = parse_names(args.sets, set_names(), "sets"), parse_names(args.systems, SYSTEMS, "systems")
     out_dir = Path(args.out_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     policy = load_policy(args.policy)

@@ -7,13 +7,18 @@ regenerates the figures in finetune/MODEL_CARD.md and docs/results.md.
 Sets: the whole marketplace test split and a fixed sample of 500 from each public test split
 (the lowest id hashes; the whole split where smaller). Systems:
 
-- `default`: `--model default` as shipped (base + merged adapter, its prompt, its thresholds). Its
-  verdicts follow its scores cut at the thresholds (score first), so on the public samples it is
-  measured from the scores alone (two one-token probes per item, vLLM); on the marketplace test
+- `default`: `--model default` as shipped (base + merged adapter, its prompt, its policy heads, its
+  thresholds). Its verdicts follow its scores cut at the thresholds (score first), so on the public
+  samples it is measured from the scores alone (the policy heads, no generation); on the marketplace test
   split it also runs the full `moderation run` path, generation included, for the schema-valid rate.
-- `zero-shot` (`--model base`) and `old-adapter` (the previous adapter on base, with its prompt):
-  the full run path (their verdicts come from generation), on the marketplace test split and
-  `--baseline-sample` items per public set, since generation costs 0.5-0.8 s per item here.
+- `zero-shot` (`--model base`) and `old-adapter` (the adapter shipped before 2026-11-30, merged
+  into the base model, with its prompt; recover it with
+  `mkdir -p runs/old-adapter && for f in adapter_config.json adapter_model.safetensors; do git show
+  edeeaea:finetune/adapters/smollm2-135m-moderation/$f > runs/old-adapter/$f; done`): the full run
+  path (their verdicts come from generation), on the marketplace test split and `--baseline-sample`
+  items per public set, since generation costs 0.5-0.8 s per item here.
+- `token probes`: the shipped adapter scored by its own decision and policy tokens instead of the
+  policy heads, thresholds chosen the same way on the same dev items (the previous default).
 - `tfidf`: character TF-IDF + logistic regression on the sets' train splits, thresholds from
   each set's dev split (the `moderation eval` baseline); `tfidf+corpus` adds the training corpus.
 
@@ -184,7 +189,8 @@ def default_system(data: dict, out: Path, policy, results: dict, n_boot: int) ->
         labels = score_labels(test, scores, cut, np.ones(len(test), dtype=bool), policy)
         results["default"][name] = finish("default", name, test, labels, cut, {"s": time.perf_counter() - started}, n_boot)
     market = data["marketplace"]["test"]
-    records, speed = run_llm(mod, market, default_dir(out) / "marketplace-run.jsonl")
+    # named by the thresholds too: a run file resumes whatever it holds, and verdicts follow the thresholds
+    records, speed = run_llm(mod, market, default_dir(out) / f"marketplace-run-{mod.thresholds_sha[:12]}.jsonl")
     results["default (full run)"]["marketplace"] = evaluate_llm_records("default (full run)", market, records, policy,
                                                                         n_boot=n_boot, speed=speed)
     mod.backend.close()
@@ -349,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-adapter", default="runs/old-adapter", help="the previous adapter (LoRA on base)")
     parser.add_argument("--skip", default="", help="comma-separated systems not to run: zero-shot, old-adapter, token-probes")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--max-clean-fpr", type=float, default=0.10,
-                        help="thresholds: at most this share of clean marketplace dev items flagged (default 0.10)")
+    parser.add_argument("--max-clean-fpr", type=float, default=0.05,
+                        help="thresholds: at most this share of clean marketplace dev items flagged (default 0.05: by 2-fold cross-validation on dev, a 0.10 cap gave 0.18 on the held-out halves)")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
     data = splits(args.data_dir)

@@ -94,3 +94,7 @@ def main(argv: list[str] | None = None) -> int:
              f"batches of about 4,096 tokens from `{args.dataset}`, {os.cpu_count()} CPU cores):", "", *table, "", END]
     splice_markdown(Path(args.card), "\n".join(block), START, END)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -206,7 +206,7 @@ def test_real_model_verdicts_match_a_local_run(cluster, tmp_path):
     for item_id, record in ray_records.items():
         assert record["verdict"] == local_records[item_id]["verdict"]
         # Probabilities are sums of floats whose order follows the engine's batch: another batch
-        # composition moves them in the 4th decimal (measured: up to 2.3e-4), never more.
+        # composition moves them in the 4th decimal (measured with token probes: up to 2.3e-4).
         assert_close(record["scores"], local_records[item_id]["scores"], 2e-3)
 
 
@@ -215,5 +215,7 @@ def assert_close(a, b, tol):
         assert a.keys() == b.keys()
         for key in a:
             assert_close(a[key], b[key], tol)
+    elif isinstance(a, str):  # e.g. "scorer": "heads"
+        assert a == b
     else:
         assert abs(a - b) <= tol, (a, b)
