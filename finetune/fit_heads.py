@@ -57,7 +57,7 @@ def features(texts: list[str], model: str, layers: tuple[int, ...], cache: Path,
     with tqdm(total=len(texts), desc="hidden states", unit="row") as bar:
         x = extractor(texts, bar)
     elapsed = time.perf_counter() - started
-    tokens = sum(len(extractor.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    tokens = extractor.last_tokens
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, x)
     return x, {"feature_tokens": tokens, "feature_s": round(elapsed, 1), "feature_tokens_per_s": round(tokens / elapsed, 1)}

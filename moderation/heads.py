@@ -64,6 +64,7 @@ class HiddenFeatures:
         import torch
 
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][:self.max_tokens] or [0] for t in texts]
+        self.last_tokens = sum(len(x) for x in ids)  # what the last call read, for throughput figures
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for batch in _length_batches([len(x) for x in ids], self.batch_tokens):
             width = max(len(ids[i]) for i in batch)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -93,6 +94,7 @@ def cached_scores(mod, items, path: Path, chunk: int = 64) -> np.ndarray:
     return np.array([[done[li.item.id][p] for p in POLICY_IDS] for li in items])
 
 
+@functools.cache
 def default_dir(out: Path, heads: bool = True) -> Path:
     """Where the default model's scores and run file are kept: named by the hashes of the shipped
     adapter and (`heads`) its policy heads, so new ones never reuse the scores of earlier ones."""
