@@ -175,7 +175,21 @@ def cmd_run(args) -> int:
     summary_path = Path(str(args.output) + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary, args.output, summary_path)
+    if summary["rows"] and not summary["verdicts"]:
+        _explain_no_verdicts(summary, path, fmt)
+        code = code if code != EXIT_OK else EXIT_BUDGET
     return code
+
+
+def _explain_no_verdicts(summary: dict, path: Path, fmt: str) -> None:
+    """A run whose every row is an error did not do its job, however small the file (the error budget
+    only starts counting after 100 rows): say so, with the likely cause."""
+    from moderation.items import no_items_hint
+
+    print(f"stopped: every row ({summary['rows']}) is an error record; no verdict was made", file=sys.stderr)
+    hint = no_items_hint(path, fmt, summary["top_error_reasons"])
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
 
 
 def _peek(rows):

@@ -322,6 +322,23 @@ def read_stream(source, fmt: str, *, name: str, **opts) -> Iterator[Row]:
     return (_read_jsonl if fmt == "jsonl" else _read_csv)(source, name, **opts)
 
 
+def no_items_hint(path: str | Path, fmt: str, reasons: Mapping[str, int]) -> str | None:
+    """A likely cause when no row of a file became an item: from its first bytes and the error reasons."""
+    path = Path(path)
+    if fmt == "jsonl" and path.is_file():
+        try:
+            with _open_binary(path) as fh:
+                head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        except (OSError, EOFError):
+            head = b""
+        if head.startswith(b"["):
+            return (f"{path.name} looks like a JSON array, not JSONL (one object per line): convert it with "
+                    f"`jq -c '.[]' {path} > {path.with_suffix('.lines.jsonl')}`")
+    if reasons and next(iter(reasons)).startswith("row has no id"):
+        return "no row has an id: name the id column with --columns id=COLUMN"
+    return None
+
+
 def looks_binary(head: bytes) -> bool:
     """A NUL byte in the first bytes: not JSONL or CSV text."""
     return b"\x00" in head[:65536]
@@ -342,7 +359,15 @@ def _refuse_binary(path: Path) -> None:
 
 
 def _read_jsonl(fh, name: str, **opts) -> Iterator[Row]:
-    limits: ReadLimits = opts["limits"]
+    records = _jsonl_records(fh, opts["limits"])
+    if opts["columns"]:
+        records = _check_jsonl_columns(records, opts["columns"], name)
+    for line_no, record in records:
+        yield line_no, record if isinstance(record, RowError) else build_item(record, line_no, **opts)
+
+
+def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowError]]:
+    """(line, parsed object or RowError) per non-blank line."""
     for line_no, raw in enumerate(fh, start=1):
         if len(raw) > limits.max_row_bytes:
             yield line_no, RowError(line_no, None, f"row is {len(raw)} bytes, over the {limits.max_row_bytes}-byte limit")
@@ -360,7 +385,38 @@ def _read_jsonl(fh, name: str, **opts) -> Iterator[Row]:
         if not isinstance(record, dict):
             yield line_no, RowError(line_no, None, f"row is a JSON {type(record).__name__}, not an object")
             continue
-        yield line_no, build_item(record, line_no, **opts)
+        yield line_no, record
+
+
+COLUMN_LOOKAHEAD = 100  # JSONL rows read ahead to check that every --columns column exists
+
+
+def _check_jsonl_columns(records, columns: Mapping[str, str], name: str):
+    """The records unchanged, once a mapped column has been seen in one of the first object rows.
+
+    JSONL has no header, so a mistyped column (`--columns title=nme`) would otherwise read as an
+    absent field on every row.
+    """
+    ahead, seen, objects = [], set(), 0
+    for line_no, record in records:
+        ahead.append((line_no, record))
+        if isinstance(record, dict):
+            seen.update(record)
+            objects += 1
+            if objects >= COLUMN_LOOKAHEAD:
+                break
+    if objects:
+        _refuse_missing_columns(columns, seen, name, f"none of the first {objects} rows has")
+    yield from ahead
+    yield from records
+
+
+def _refuse_missing_columns(columns: Mapping[str, str], present, name: str, where: str) -> None:
+    missing = {field: column for field, column in columns.items() if column not in present}
+    if missing:
+        named = ", ".join(f"{field}={column!r}" for field, column in missing.items())
+        raise InputError(f"{name}: --columns {named} names a column that {where}; "
+                         f"its columns: {sorted(map(str, present))[:40]}")
 
 
 def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
@@ -374,6 +430,7 @@ def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
         return
     except csv.Error as exc:
         raise InputError(f"{name}: cannot read the CSV header: {exc}") from None
+    _refuse_missing_columns(opts["columns"], set(header), name, "the header does not have")
     last_line = reader.line_num
     while True:
         start = last_line + 1
@@ -404,6 +461,7 @@ def _read_parquet(source, name: str, **opts) -> Iterator[Row]:
         parquet = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"{name} is not a readable Parquet file: {exc}") from None
+    _refuse_missing_columns(opts["columns"], set(parquet.schema_arrow.names), name, "the schema does not have")
     row_no = 0
     for batch in parquet.iter_batches(batch_size=2048):
         for record in batch.to_pylist():

@@ -124,3 +124,30 @@ def test_messy_dump_gives_an_error_record_per_bad_row(tmp_path):
     assert len(records) == 6 and all(reasons)
     assert "no id" in reasons[0] and "price" in reasons[1] and "limit" in reasons[2]
     assert "UTF-8" in reasons[3] and "broken quoting" in reasons[4] and "lines 7-8" in reasons[4]
+
+
+def test_a_json_array_given_as_jsonl_exits_3_with_a_hint(tmp_path, capsys):
+    src = tmp_path / "listings.jsonl"
+    src.write_text(json.dumps([listing(1), listing(2), listing(3)], indent=2))  # a JSON array, not one object a line
+    code = main(["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "every row" in err and "looks like a JSON array" in err
+
+
+def test_a_small_file_with_some_good_rows_still_exits_0(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(1), {"no": "id"}, {"no": "id"}])
+    assert main(["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake", "--no-progress"]) == 0
+
+
+def test_a_column_mapping_naming_a_missing_column_is_refused(tmp_path, capsys):
+    csv_src = tmp_path / "in.csv"
+    csv_src.write_text("sku,name\n1,Lamp\n")
+    code = main(["run", str(csv_src), "-o", str(tmp_path / "a.jsonl"), "--backend", "fake", "--no-progress",
+                 "--columns", "id=sku,title=nme"])
+    assert code == 2 and "'nme'" in capsys.readouterr().err
+    jsonl_src = write_jsonl(tmp_path / "in.jsonl", [{"sku": "1", "name": "Lamp"}, {"sku": "2", "name": "Chair"}])
+    code = main(["run", str(jsonl_src), "-o", str(tmp_path / "b.jsonl"), "--backend", "fake", "--no-progress",
+                 "--columns", "id=sku,title=nme"])
+    assert code == 2 and "'nme'" in capsys.readouterr().err
+    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()

@@ -6,7 +6,7 @@ import pytest
 from review_services import entries, pg_server, store_url  # noqa: F401 (fixtures)
 
 from moderation.review import auth
-from moderation.review.app import CSP, highlight, create_app
+from moderation.review.app import CSP, create_app, highlight
 from moderation.review.store import Store
 
 PASSWORD = "correct horse battery"
@@ -165,3 +165,25 @@ def test_cli_user_add_hashes_the_password_and_checks_it(tmp_path, monkeypatch, c
     assert main(["review", "user", "add", "kim", "--password-env", "UNSET_VAR_XYZ", "--db", db]) == 2
     assert "at least 8 characters" in capsys.readouterr().err
     assert [a["action"] for a in Store(db).audit_log()] == ["user_add"]
+
+
+def test_cli_user_add_without_a_terminal_says_to_use_password_env(tmp_path, monkeypatch, capsys):
+    import io
+
+    from moderation.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # cron, CI, a pipe: nobody to type a password
+    assert main(["review", "user", "add", "kim", "--db", str(tmp_path / "u.sqlite")]) == 2
+    assert "--password-env" in capsys.readouterr().err
+
+
+def test_export_and_import_of_a_mistyped_store_path_create_nothing(tmp_path, capsys):
+    from moderation.cli import main
+
+    typo = tmp_path / "reveiw.sqlite"
+    assert main(["review", "export", str(typo), "-o", str(tmp_path / "checks.jsonl")]) == 2
+    assert "no review store" in capsys.readouterr().err
+    (tmp_path / "ls.json").write_text("[]")
+    assert main(["review", "import", str(typo), str(tmp_path / "ls.json")]) == 2
+    assert main(["review", "serve", "--db", str(typo)]) == 2
+    assert not typo.exists() and not (tmp_path / "checks.jsonl").exists()

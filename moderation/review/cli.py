@@ -62,10 +62,11 @@ def add_parser(sub) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
 
 
-def _open(url):
+def _open(url, *, create: bool = False):
+    """The store at `url`; only the commands that fill a store (`sample`, `user add`) create one."""
     from moderation.review.store import Store
 
-    return Store(url)
+    return Store(url, create=create)
 
 
 def cmd_review(args) -> int:
@@ -91,7 +92,7 @@ def _sample(args) -> int:
     name = args.queue or re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(args.run).stem}-{args.strategy}-s{args.seed}")
     params = {"run": str(args.run), "input": str(args.input), "compare": args.compare, "strategy": args.strategy,
               "n": args.n, "audit_rate": args.audit_rate, "seed": args.seed, "overlap": args.overlap}
-    store = _open(args.db)
+    store = _open(args.db, create=True)
     store.create_queue(name, entries, params)
     if args.output:
         Path(args.output).write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
@@ -107,7 +108,7 @@ def _serve(args) -> int:
     from moderation.review.app import create_app
     from moderation.review.store import Store, StoreConfig
 
-    store = Store(args.db, StoreConfig(lease_s=args.lease))
+    store = Store(args.db, StoreConfig(lease_s=args.lease), create=False)
     if not store.db.one("SELECT name FROM users LIMIT 1"):
         print("no accounts yet: add one with `moderation review user add NAME --role lead`", file=sys.stderr)
     print(f"review app on http://{args.host}:{args.port}/ (store {args.db})")
@@ -140,16 +141,31 @@ def _import(args) -> int:
 def _user(args) -> int:
     from moderation.review.auth import hash_password
 
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if not password:
-            raise ConfigError(f"environment variable {args.password_env} is not set or empty")
-    else:
-        password = getpass.getpass(f"password for {args.name}: ")
-        if password != getpass.getpass("again: "):
-            raise InputError("the passwords differ")
+    password = _password_from_env(args.password_env) if args.password_env else _password_from_prompt(args.name)
     if len(password) < 8:
         raise InputError("a password needs at least 8 characters")
-    _open(args.db).add_user(args.name, args.role, hash_password(password))
+    _open(args.db, create=True).add_user(args.name, args.role, hash_password(password))
     print(f"account {args.name!r} ({args.role}) saved in {args.db}")
     return 0
+
+
+def _password_from_env(variable: str) -> str:
+    password = os.environ.get(variable)
+    if not password:
+        raise ConfigError(f"environment variable {variable} is not set or empty")
+    return password
+
+
+def _password_from_prompt(name: str) -> str:
+    """Ask twice on the terminal; with no terminal (cron, CI, a pipe) say how to pass one instead."""
+    if not sys.stdin.isatty():
+        raise ConfigError("no terminal to ask for the password on: put it in an environment variable and "
+                          "pass --password-env VAR")
+    try:
+        password = getpass.getpass(f"password for {name}: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise ConfigError("no password typed (end of input): pass --password-env VAR instead") from None
+    if password != again:
+        raise InputError("the passwords differ")
+    return password

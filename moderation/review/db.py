@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from moderation.errors import ConfigError
+from moderation.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,21 @@ def parse_url(url: str | Path) -> tuple[str, str]:
 
 
 class Database:
-    """Connections per thread, `?` placeholders, explicit write transactions, migrations."""
+    """Connections per thread, `?` placeholders, explicit write transactions, migrations.
 
-    def __init__(self, url: str | Path, *, migrate_to: int | None = None):
+    `create=False` opens an existing store only: a mistyped SQLite path is an InputError, not a
+    new empty database.
+    """
+
+    def __init__(self, url: str | Path, *, migrate_to: int | None = None, create: bool = True):
         self.dialect, self.target = parse_url(url)
         self._local = threading.local()
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         if self.dialect == "sqlite" and self.target != ":memory:":
+            if not create and not Path(self.target).is_file():
+                raise InputError(f"no review store at {self.target}: check the path (`review sample` or "
+                                 "`review user add` creates a store)")
             Path(self.target).parent.mkdir(parents=True, exist_ok=True)
         self.migrate(len(MIGRATIONS) if migrate_to is None else migrate_to)
 

@@ -95,12 +95,16 @@ class CaseCheck:
 
 
 class Store:
-    """Case checks, queues, users and the audit log in SQLite (a path) or PostgreSQL (a URL)."""
+    """Case checks, queues, users and the audit log in SQLite (a path) or PostgreSQL (a URL).
 
-    def __init__(self, url: str | Path, config: StoreConfig | None = None, *, migrate_to: int | None = None):
+    `create=False`: open an existing store only (for commands that read one), never make one.
+    """
+
+    def __init__(self, url: str | Path, config: StoreConfig | None = None, *, migrate_to: int | None = None,
+                 create: bool = True):
         self.url = str(url)
         self.config = config or StoreConfig()
-        self.db = Database(url, migrate_to=migrate_to)
+        self.db = Database(url, migrate_to=migrate_to, create=create)
 
     def close(self) -> None:
         self.db.close()
