@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moderation.errors import ConfigError, ModerationError
+from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, Row, RowError
 from moderation.pipeline import Moderator, Outcome
 from moderation.schema import SCHEMA_VERSION
@@ -297,7 +297,7 @@ class ChunkModerator:
                     self.stats.store_hits += 1
                     del fresh[sha]
         new_entries = {}
-        for sha, outcome in zip(fresh, self.moderator.moderate(list(fresh.values()))):
+        for sha, outcome in zip(fresh, self._model_outcomes(list(fresh.values()))):
             known[sha] = outcome
             self.stats.prompt_tokens += outcome.prompt_tokens
             self.stats.completion_tokens += outcome.completion_tokens
@@ -310,6 +310,30 @@ class ChunkModerator:
         # Only the item that went to the model is uncached; its twins reuse the outcome.
         return [(known[item.content_sha], fresh.get(item.content_sha) is not item) for item in items]
 
+    def _model_outcomes(self, items: list[Item]) -> list[Outcome]:
+        """The moderator's outcomes; if the chunk raises (anything but a BackendError, which means
+        the engine failed as a whole), each item again on its own, so that the one item that breaks
+        (a prompt that cannot render, a tokenizer that chokes) gets an error record and the rest go on."""
+        if not items:
+            return []
+        try:
+            return self.moderator.moderate(items)
+        except BackendError:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                return [_failed_alone(items[0], exc)]
+            logger.warning("a chunk of %d items failed (%s); moderating them one by one", len(items), exc)
+        return [self._moderate_alone(item) for item in items]
+
+    def _moderate_alone(self, item: Item) -> Outcome:
+        try:
+            return self.moderator.moderate([item])[0]
+        except BackendError:
+            raise
+        except Exception as exc:
+            return _failed_alone(item, exc)
+
     def _count(self, records: list[dict]) -> None:
         for record in records:
             self.stats.processed += 1
@@ -319,6 +343,11 @@ class ChunkModerator:
                 self.stats.screened += "screen" in record
             else:
                 self.stats.errors += 1
+
+
+def _failed_alone(item: Item, exc: Exception) -> Outcome:
+    logger.warning("item %s failed on its own: %s: %s", item.id, type(exc).__name__, exc)
+    return Outcome(error=f"this item failed on its own: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 def check_budget(stats: RunStats, options: RunOptions, who: str = "") -> None:

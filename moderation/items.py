@@ -60,6 +60,7 @@ class ReadLimits:
         default=20_000, metadata={"help": "Largest total item text (all text fields), in characters."}
     )
     max_id_chars: int = field(default=256, metadata={"help": "Longest item id."})
+    max_depth: int = field(default=32, metadata={"help": "Deepest nesting of a row's JSON values (objects in lists in objects...)."})
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -111,6 +112,42 @@ class RowError:
 
 
 Row = tuple[int, "Item | RowError"]
+
+
+def _text_size(fields: Mapping[str, Any]) -> int:
+    """Characters the item puts in a prompt: its text and numbers, and the names of its attributes."""
+    keys = sum(len(k) for v in fields.values() if isinstance(v, Mapping) for k in v)
+    return keys + sum(len(s) for s in _strings(fields))
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0), counted level by
+    level without recursion, and given up past `limit` (limit + 1 is returned then)."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, (Mapping, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, Mapping) else c)]
+    return depth
+
+
+def parse_json(text: str | bytes, limits: ReadLimits) -> Any:
+    """json.loads with the depth limit: a hostile value (thousands of nested brackets in a few KB)
+    is a ValueError with a reason, never a RecursionError.
+
+    Raises:
+        ValueError: not JSON (json.JSONDecodeError), an integer of too many digits, or nested
+            deeper than `limits.max_depth`.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than the JSON parser goes, over the {limits.max_depth}-level limit") from None
+    if nesting_depth(value, limits.max_depth) > limits.max_depth:
+        raise ValueError(f"nested more than {limits.max_depth} levels deep, over the {limits.max_depth}-level limit")
+    return value
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -179,10 +216,10 @@ def build_item(
         if value is None:
             continue
         try:
-            fields[name] = _coerce(value, ftype)
+            fields[name] = _coerce(value, ftype, limits)
         except ValueError as exc:
             return RowError(line, item_id, f"field {name!r}: {exc}")
-    text_chars = sum(len(s) for s in _strings(fields))
+    text_chars = _text_size(fields)
     if not any(_strings({k: v for k, v in fields.items() if KIND_FIELDS[kind].get(k, "number") != "number"})):
         return RowError(line, item_id, f"row has no text in any {kind} field")
     if text_chars > limits.max_text_chars:
@@ -190,6 +227,15 @@ def build_item(
     if any(_has_surrogates(s) for s in _strings(fields)):  # undecodable bytes in a CSV cell
         return RowError(line, item_id, "text is not valid UTF-8")
     return Item(id=item_id, kind=kind, fields=fields)
+
+
+def read_row(raw: Mapping[str, Any], line: int, **opts) -> Item | RowError:
+    """build_item that never raises: whatever goes wrong with one row becomes that row's RowError,
+    so a reader never dies on one row (and a rerun never dies on it again)."""
+    try:
+        return build_item(raw, line, **opts)
+    except Exception as exc:  # a row must not stop the stream; its reason says what broke
+        return RowError(line, None, f"cannot read the row: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _has_surrogates(s: str) -> bool:
@@ -200,7 +246,7 @@ def _has_surrogates(s: str) -> bool:
     return False
 
 
-def _coerce(value: Any, ftype: str) -> Any:
+def _coerce(value: Any, ftype: str, limits: ReadLimits) -> Any:
     if ftype == "text":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
@@ -212,12 +258,12 @@ def _coerce(value: Any, ftype: str) -> Any:
             raise ValueError("expected a number, got a boolean")
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r:.40}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"expected a number, got {str(value)[:40]!r}") from None
         if not math.isfinite(number):
             raise ValueError(f"expected a finite number, got {value!r:.40}")
         return number
-    value = _maybe_json(value)
+    value = _maybe_json(value, limits)
     if ftype == "mapping":
         if not isinstance(value, Mapping) or not all(
             isinstance(v, (str, int, float, bool)) or v is None for v in value.values()
@@ -233,11 +279,11 @@ def _coerce(value: Any, ftype: str) -> Any:
     raise AssertionError(f"unknown field type {ftype}")
 
 
-def _maybe_json(value: Any) -> Any:
+def _maybe_json(value: Any, limits: ReadLimits) -> Any:
     """CSV cells hold nested fields as JSON text."""
     if isinstance(value, str) and value[:1] in "[{":
         try:
-            return json.loads(value)
+            return parse_json(value, limits)
         except json.JSONDecodeError:
             raise ValueError("holds text that looks like JSON but does not parse") from None
     return value
@@ -363,7 +409,7 @@ def _read_jsonl(fh, name: str, **opts) -> Iterator[Row]:
     if opts["columns"]:
         records = _check_jsonl_columns(records, opts["columns"], name)
     for line_no, record in records:
-        yield line_no, record if isinstance(record, RowError) else build_item(record, line_no, **opts)
+        yield line_no, record if isinstance(record, RowError) else read_row(record, line_no, **opts)
 
 
 def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowError]]:
@@ -375,12 +421,15 @@ def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowErro
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = parse_json(raw.decode("utf-8"), limits)
         except UnicodeDecodeError:
             yield line_no, RowError(line_no, None, "row is not valid UTF-8")
             continue
         except json.JSONDecodeError as exc:
             yield line_no, RowError(line_no, None, f"row is not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except ValueError as exc:  # too deep, or an integer of too many digits
+            yield line_no, RowError(line_no, None, f"row cannot be read: {exc}")
             continue
         if not isinstance(record, dict):
             yield line_no, RowError(line_no, None, f"row is a JSON {type(record).__name__}, not an object")
@@ -451,7 +500,7 @@ def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
                 start, None, f"{span}: expected {len(header)} fields, got {len(cells)} (broken quoting?)"
             )
             continue
-        yield start, build_item(dict(zip(header, cells)), start, **opts)
+        yield start, read_row(dict(zip(header, cells)), start, **opts)
 
 
 def _read_parquet(source, name: str, **opts) -> Iterator[Row]:
@@ -466,4 +515,4 @@ def _read_parquet(source, name: str, **opts) -> Iterator[Row]:
     for batch in parquet.iter_batches(batch_size=2048):
         for record in batch.to_pylist():
             row_no += 1
-            yield row_no, build_item(record, row_no, **opts)
+            yield row_no, read_row(record, row_no, **opts)

@@ -11,6 +11,7 @@ is reloaded on start, so retries after a restart are answered from it too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import queue
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from moderation.batch import OutputFile, VerdictCache, output_record, read_output
 from moderation.errors import BackendError, ConfigError, ModerationError
-from moderation.items import Item, ReadLimits, RowError, build_item
+from moderation.items import Item, ReadLimits, RowError, parse_json, read_row
 from moderation.pipeline import Moderator
 
 logger = logging.getLogger(__name__)
@@ -259,9 +260,11 @@ def parse_body(body: bytes, options: ServeOptions) -> tuple[list[Item], str | No
         RequestError: 400 for malformed JSON, 413 for too many items, 422 for a bad item.
     """
     try:
-        payload = json.loads(body)
+        payload = parse_json(body, _envelope_limits(options.limits))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"body is not JSON: {exc}") from None
+    except ValueError as exc:  # nested too deep, or an integer of too many digits
+        raise RequestError(400, f"body cannot be read: {exc}") from None
     if not isinstance(payload, dict) or ("item" in payload) == ("items" in payload):
         raise RequestError(422, 'body must be an object with "item" (one item) or "items" (a list of items)')
     unknown = set(payload) - {"item", "items", "adapter"}
@@ -278,12 +281,17 @@ def parse_body(body: bytes, options: ServeOptions) -> tuple[list[Item], str | No
         raise RequestError(422, '"adapter" must be a string')
     items = []
     for n, entry in enumerate(raw):
-        item = build_item(entry, n + 1, columns={}, default_kind="listing", limits=options.limits) if isinstance(entry, dict) \
+        item = read_row(entry, n + 1, columns={}, default_kind="listing", limits=options.limits) if isinstance(entry, dict) \
             else RowError(n + 1, None, "an item must be a JSON object")
         if isinstance(item, RowError):
             raise RequestError(422, f"item {n}: {item.reason}")
         items.append(item)
     return items, adapter, batch
+
+
+def _envelope_limits(limits: ReadLimits) -> ReadLimits:
+    """An item's depth limit, plus the two levels of {"items": [...]} around it."""
+    return dataclasses.replace(limits, max_depth=limits.max_depth + 2)
 
 
 def create_app(service: ModerationService, metrics: Metrics | None = None):
@@ -317,6 +325,9 @@ def create_app(service: ModerationService, metrics: Metrics | None = None):
                                              "retry with the same ids to get the verdicts"}
         except BackendError as exc:
             status, content = 503, {"error": str(exc)}
+        except Exception:  # a bug: log it here, answer without the traceback, count it like any status
+            logger.exception("POST /v1/moderate failed")
+            status, content = 500, {"error": "internal error; the server log has the details"}
         if metrics:
             metrics.requests.labels(str(status)).inc()
             metrics.latency.observe(time.perf_counter() - started)

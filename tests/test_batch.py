@@ -10,8 +10,8 @@ from conftest import ROOT, listing, read_jsonl, write_jsonl
 
 from moderation.batch import BatchRunner, ErrorBudgetExceeded, OutputFile, RunOptions, VerdictCache, repair_tail, summarize
 from moderation.errors import ConfigError
-from moderation.model import Adapter
 from moderation.items import read_items
+from moderation.model import Adapter
 from moderation.schema import parse_verdict
 
 
@@ -171,3 +171,43 @@ def test_a_foreign_file_is_not_mistaken_for_an_output(tmp_path, make_moderator):
     src = write_jsonl(tmp_path / "in.jsonl", [listing(1)])
     with pytest.raises(ConfigError, match="not a moderation output record"):
         run(make_moderator(), src, src)
+
+
+def test_a_hostile_row_is_an_error_record_and_the_run_and_its_rerun_finish(tmp_path, make_moderator):
+    deep = '{"a": ' * 5000 + "1" + "}" * 5000
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(listing(1)) + "\n" + '{"id": "deep", "title": "x", "attributes": ' + deep + "}\n"
+                   + json.dumps(listing(3)) + "\n")
+    out = tmp_path / "out.jsonl"
+    stats = run(make_moderator(), src, out)
+    records = read_jsonl(out)
+    assert stats.processed == 3 and [("verdict" in r) for r in records] == [True, False, True]
+    assert "nested" in records[1]["error"]["reason"]
+    assert run(make_moderator(), src, out).skipped == 3  # and the rerun does not trip over it again
+
+
+class FragileTemplate:
+    """The standard prompt template, except that it cannot render one item."""
+
+    def __init__(self, template, bad_id):
+        self.template, self.bad_id, self.sha, self.path = template, bad_id, template.sha, template.path
+
+    def messages(self, item, policy):
+        if item.id == self.bad_id:
+            raise ValueError(f"cannot render {item.id}")
+        return self.template.messages(item, policy)
+
+
+def test_a_row_that_fails_to_prepare_becomes_its_own_error_record(tmp_path, policy, template):
+    from moderation.backends import BackendConfig
+    from moderation.backends.fake import FakeBackend
+    from moderation.pipeline import Moderator
+
+    moderator = Moderator(FakeBackend(BackendConfig()), policy, FragileTemplate(template, "it-0002"))
+    src = write_jsonl(tmp_path / "in.jsonl", [listing(i) for i in range(1, 5)])
+    out = tmp_path / "out.jsonl"
+    stats = run(moderator, src, out, chunk_size=4)
+    records = read_jsonl(out)
+    assert stats.processed == 4 and stats.errors == 1
+    assert [r["id"] for r in records if "error" in r] == ["it-0002"]
+    assert "cannot render it-0002" in records[1]["error"]["reason"]

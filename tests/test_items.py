@@ -138,3 +138,36 @@ def test_content_sha_ignores_id_and_limits_validate():
     assert a.content_sha == b.content_sha != Item("c", "listing", {"title": "y"}).content_sha
     with pytest.raises(ConfigError, match="max_text_chars"):
         ReadLimits(max_text_chars=0)
+
+
+def nested(depth: int) -> str:
+    """JSON text of `depth` objects, one inside the other."""
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+def test_hostile_rows_are_error_records_and_the_rows_after_them_are_read(tmp_path):
+    path = tmp_path / "hostile.jsonl"
+    path.write_text(
+        json.dumps(listing(1)) + "\n"
+        + '{"id": "deep", "title": "x", "attributes": ' + nested(5000) + "}\n"  # 30 KB, RecursionError in json
+        + '{"id": "deepish", "title": "x", "attributes": ' + nested(200) + "}\n"  # parses, but past the depth limit
+        + '{"id": "wide-price", "title": "x", "price": ' + "9" * 400 + "}\n"  # too large for a float
+        + '{"id": "long-int", "title": "x", "price": ' + "9" * 5000 + "}\n"  # over Python's int digits limit
+        + '{"id": "many-keys", "title": "x", "attributes": {' + ", ".join(f'"k{i}": ""' for i in range(5000)) + "}}\n"
+        + json.dumps(listing(7)) + "\n"
+    )
+    rows = rows_of(path)
+    assert [line for line, _ in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert isinstance(rows[0][1], Item) and isinstance(rows[6][1], Item)
+    reasons = {line: row.reason for line, row in rows if isinstance(row, RowError)}
+    assert "nested" in reasons[2] and "nested" in reasons[3] and "32" in reasons[3]
+    assert "price" in reasons[4] and "digits" in reasons[5]
+    assert "over the 20000 limit" in reasons[6]
+
+
+def test_a_deeply_nested_csv_cell_is_an_error_record(tmp_path):
+    path = tmp_path / "deep.csv"
+    path.write_text('id,title,attributes\n1,Lamp,"' + nested(5000).replace('"', '""') + '"\n2,Chair,\n')
+    rows = rows_of(path)
+    assert isinstance(rows[0][1], RowError) and "nested" in rows[0][1].reason
+    assert isinstance(rows[1][1], Item)

@@ -249,3 +249,30 @@ def test_the_cli_server_stops_cleanly_on_sigterm(tmp_path):
     finally:
         proc.kill()
     assert len(read_jsonl(journal)) == 3
+
+
+def test_a_hostile_body_is_a_400_and_the_server_goes_on(serve):
+    server = serve()
+    deep = '{"a": ' * 5000 + "1" + "}" * 5000  # 30 KB
+    status, body, _ = server.post(None, raw=('{"item": {"id": "x", "title": "t", "attributes": ' + deep + "}}").encode())
+    assert status == 400 and "nested" in body["error"]
+    status, body, _ = server.post(None, raw=('{"item": {"id": "y", "title": "t", "attributes": ' + '{"a": ' * 100 + "1"
+                                             + "}" * 100 + "}}").encode())
+    assert status == 400 and "nested" in body["error"]
+    status, body, _ = server.post({"item": {"id": "z", "title": "t", "price": 10 ** 400}})
+    assert status == 422 and body["error"].startswith("item 0: field 'price'")
+    assert server.post({"item": {"id": "ok", "title": "Lamp"}})[0] == 200
+    assert server.backend.calls and all(r.messages for call in server.backend.calls for r in call)
+
+
+def test_an_unexpected_failure_is_a_500_without_traceback_and_is_counted(serve, monkeypatch):
+    server = serve()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug in the queue")
+
+    monkeypatch.setattr(server.service, "submit", broken)
+    status, body, _ = server.post({"item": {"id": "a", "title": "Lamp"}})
+    assert status == 500 and "Traceback" not in json.dumps(body) and "internal error" in body["error"]
+    _, text = server.get("/metrics")
+    assert 'moderation_requests_total{status="500"} 1.0' in text
