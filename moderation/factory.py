@@ -12,7 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from moderation.backends.base import BackendConfig
 from moderation.errors import ConfigError
+from moderation.schema import RATIONALE_MAX_CHARS
 
 
 def add_backend_args(p) -> None:
@@ -35,8 +37,14 @@ def add_backend_args(p) -> None:
                    help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
     p.add_argument("--max-model-len", type=int, default=8192, help="vLLM: prompt plus output tokens, at most (default 8192)")
     p.add_argument("--block-size", type=int, help="vLLM: KV-cache block size in tokens (default: the engine's, 128 on CPU)")
+    engine_help = BackendConfig.help()
+    p.add_argument("--max-num-seqs", type=int, help=engine_help["max_num_seqs"])
+    p.add_argument("--max-num-batched-tokens", type=int, help=engine_help["max_num_batched_tokens"])
+    p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, default=None, help=engine_help["chunked_prefill"])
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    p.add_argument("--rationale-chars", type=int, default=RATIONALE_MAX_CHARS,
+                   help=f"the rationale's length budget in characters, at most {RATIONALE_MAX_CHARS} (default {RATIONALE_MAX_CHARS})")
     p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")
     p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
                    help="a LoRA adapter directory (PEFT) to apply; vLLM serves it with enable_lora")
@@ -122,6 +130,9 @@ def build_moderator(args):
         enforce_eager=args.enforce_eager,
         max_model_len=args.max_model_len,
         block_size=args.block_size,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        chunked_prefill=args.chunked_prefill,
         base_url=args.base_url,
         concurrency=args.concurrency,
         adapters=adapters,
@@ -129,7 +140,8 @@ def build_moderator(args):
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
     return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
-                     scores=args.scores, thresholds=run_thresholds(args), scorer=run_scorer(args))
+                     scores=args.scores, thresholds=run_thresholds(args), scorer=run_scorer(args),
+                     rationale_chars=args.rationale_chars)
 
 
 def run_scorer(args):

@@ -23,7 +23,16 @@ from moderation.items import Item
 from moderation.model import Adapter
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
-from moderation.schema import DECISIONS, decided_schema, evidence_candidates, grounded_schema, parse_verdict, verdict_schema
+from moderation.schema import (
+    DECISIONS,
+    RATIONALE_MAX_CHARS,
+    decided_schema,
+    evidence_candidates,
+    grounded_schema,
+    parse_verdict,
+    rationale_budget,
+    verdict_schema,
+)
 from moderation.scoring import NON_ALLOW, combine, decision_probes, policy_probes
 
 RETRY_TEMPERATURE = 0.7
@@ -97,6 +106,8 @@ class Moderator:
         thresholds: per-policy score thresholds; with scores on, verdicts follow them (score first).
         scorer: where scores come from instead of the backend's token probes: an object with
             `score(messages) -> [scores]` and a `sha` (moderation.heads.HeadScorer).
+        rationale_chars: the rationale's length budget in characters (the schema allows up to
+            RATIONALE_MAX_CHARS); generation stops sooner with a smaller one.
     """
 
     def __init__(
@@ -111,6 +122,7 @@ class Moderator:
         scores: bool = True,
         thresholds: dict[str, float] | None = None,
         scorer=None,
+        rationale_chars: int = RATIONALE_MAX_CHARS,
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -123,6 +135,9 @@ class Moderator:
         self.scorer = scorer if scores else None
         self.scores = scores and (scorer is not None or hasattr(backend, "label_probs"))
         self.thresholds = dict(thresholds) if thresholds else None
+        if not 1 <= rationale_chars <= RATIONALE_MAX_CHARS:
+            raise ConfigError(f"rationale_chars must be in 1..{RATIONALE_MAX_CHARS}, got {rationale_chars}")
+        self.rationale_chars = rationale_chars
 
     @property
     def score_first(self) -> bool:
@@ -133,7 +148,7 @@ class Moderator:
         """The same moderator (backend, policy, prompt, settings) asking for another adapter."""
         return Moderator(self.backend, self.policy, self.template, max_attempts=self.max_attempts,
                          grounded_evidence=self.grounded_evidence, adapter=adapter, scores=self.scores,
-                         thresholds=self.thresholds, scorer=self.scorer)
+                         thresholds=self.thresholds, scorer=self.scorer, rationale_chars=self.rationale_chars)
 
     @property
     def adapter_name(self) -> str | None:
@@ -151,6 +166,7 @@ class Moderator:
             "thresholds_sha": self.thresholds_sha,
             "scorer_sha": self.scorer.sha if self.scorer is not None else None,
             "decided_by": "scores" if self.score_first else "generation",
+            "rationale_chars": self.rationale_chars,
         }
 
     @property
@@ -166,6 +182,8 @@ class Moderator:
         schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
         if decided is not None and decided.policies:
             schema = decided_schema(item.text(), decided.decision, list(decided.policies)) or schema
+        if self.rationale_chars < RATIONALE_MAX_CHARS:
+            schema = rationale_budget(schema, self.rationale_chars)
         retry = attempt > 1
         return GenerationRequest(
             messages=messages or self.template.messages(item, self.policy),

@@ -40,6 +40,7 @@ def _enum(*path: str) -> tuple[str, ...]:
 POLICY_IDS = _enum("$defs", "violation", "properties", "policy")
 DECISIONS = _enum("$defs", "decision")
 SEVERITIES = _enum("$defs", "violation", "properties", "severity")
+RATIONALE_MAX_CHARS = verdict_schema()["$defs"]["rationale"]["maxLength"]
 
 
 @cache
@@ -126,6 +127,14 @@ def grounded_schema(item_text: str) -> dict[str, Any]:
         return schema
     violation = schema["$defs"]["violation"]["properties"]
     violation["evidence"] = {"description": violation["evidence"]["description"], "enum": candidates}
+    return schema
+
+
+def rationale_budget(schema: dict[str, Any], chars: int) -> dict[str, Any]:
+    """A copy of a verdict schema whose rationale is at most `chars` characters: a tighter budget
+    for constrained decoding (the verdict still validates against the shipped schema)."""
+    schema = copy.deepcopy(schema)
+    schema["$defs"]["rationale"]["maxLength"] = min(chars, RATIONALE_MAX_CHARS)
     return schema
 
 

@@ -1,36 +1,69 @@
-"""Throughput of the vLLM offline engine against the transformers baseline, side by side.
+"""Speed and accuracy of the shipped default, side by side, in one run: full generation,
+score first, the transformers baseline, and the classification-only ceiling.
 
-Both engines moderate the same items with the same model, prompt (the full policy text plus
-the item) and verdict schema, on the same machine, in one run of this script. Each engine
-runs in a worker process of its own, so start-up, memory and CPU time are measured per engine:
+    python scripts/benchmark_throughput.py                 # or: scripts/benchmark_throughput
+    python scripts/benchmark_throughput.py --sweep         # vLLM's CPU settings, one at a time
 
-    python scripts/benchmark_throughput.py --items 32            # or: scripts/benchmark_throughput
+Systems (each in a worker process of its own, so start-up, memory and CPU time are its own):
+- `full generation`: every item gets a generated verdict (`moderation run --thresholds none --no-scores`);
+- `score first`: `moderation run` as shipped: the policy heads score every item, and only items at or
+  above a threshold get a generated verdict (the decision and policies fixed by the scores);
+- `transformers`: score first with the transformers backend generating (on `--baseline-items` items);
+- `ceiling`: the classification-only pass (the policy heads, no generation) over the same items.
 
-Per engine: items/s, prompt and generated tokens/s, p50/p95 latency (the wall time of the
-engine call that carried the item: `--chunk` items per call for both engines), prefix-cache
-hit rate, peak RSS of the worker's process tree, and CPU-seconds per 1,000 items (user+system
-of the process tree during moderation only). Then the ratio of items/s, vLLM over transformers.
+Inputs:
+- `demo`: the bundled demo dump (rich in violations, no labels);
+- `marketplace`: the marketplace test split (labelled);
+- `platform`: `--platform-items` items at a platform-like `--violation-rate`, drawn with a fixed seed from
+  the test splits: violating items from the marketplace test split, clean items evenly from every
+  built-in set's clean test items.
+
+Per system and input: items/s (end to end through the batch runner, excluding engine start-up),
+generated share, prompt and generated tokens per item, CPU-seconds per 1,000 items (user+system of the
+worker's process tree while it moderates), peak RSS, and macro-F1 and FPR on clean items where the
+input is labelled. `--sweep` runs `score first` on one input once per vLLM CPU setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "moderation" / "data" / "demo_dump.jsonl"
 
-# (label, backend, scores): the head-to-head pair first, then the cost of calibrated scores.
-ENGINES = [("vllm", "vllm", False), ("transformers", "transformers", False), ("vllm+scores", "vllm", True)]
+# system -> the `moderation run` flags that make it (the ceiling builds no engine)
+SYSTEMS = {
+    "full generation": ["--backend", "vllm", "--thresholds", "none", "--no-scores"],
+    "score first": ["--backend", "vllm"],
+    "transformers": ["--backend", "transformers"],
+    "ceiling": ["--backend", "vllm"],
+}
+INPUTS = ("demo", "marketplace", "platform")
+# (label, environment, extra flags): one vLLM CPU setting changed at a time from the first row
+SWEEP = [
+    ("engine defaults (float32 weights)", {}, []),
+    ("bfloat16", {}, ["--dtype", "bfloat16"]),
+    ("bfloat16, KV cache 2 GiB", {"VLLM_CPU_KVCACHE_SPACE": "2"}, ["--dtype", "bfloat16"]),
+    ("bfloat16, threads not bound", {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}, ["--dtype", "bfloat16"]),
+    ("bfloat16, max_num_seqs 32", {}, ["--dtype", "bfloat16", "--max-num-seqs", "32"]),
+    ("bfloat16, max_num_batched_tokens 1024", {}, ["--dtype", "bfloat16", "--max-num-batched-tokens", "1024"]),
+    ("bfloat16, max_num_batched_tokens 8192", {}, ["--dtype", "bfloat16", "--max-num-batched-tokens", "8192"]),
+    ("bfloat16, no chunked prefill", {}, ["--dtype", "bfloat16", "--no-chunked-prefill"]),
+    ("bfloat16, block size 32", {}, ["--dtype", "bfloat16", "--block-size", "32"]),
+    ("bfloat16, rationale budget 40 chars", {}, ["--dtype", "bfloat16", "--rationale-chars", "40"]),
+]
 
 
 class TreeSampler:
@@ -76,116 +109,254 @@ class TreeSampler:
         self._thread.join()
 
 
-def worker(args) -> dict:
-    """Moderate the items with one engine; return its figures (runs in its own process)."""
-    import numpy as np
+# --- inputs ------------------------------------------------------------------------------------
 
-    from moderation.backends import BackendConfig, load_backend
-    from moderation.items import read_items
-    from moderation.pipeline import Moderator
+
+class Unlabelled(NamedTuple):
+    """An item of an unlabelled input, shaped like a LabelledItem where this script reads one."""
+
+    item: object
+    gold_violations: None = None
+
+
+def platform_dump(n: int, rate: float, seed: int = 0) -> list:
+    """`n` labelled test items, `rate` of them violating: violating ones from the marketplace test
+    split (then the other sets'), clean ones evenly from every set's clean test items."""
+    from moderation.evalsets import load_set, set_names
+
+    sets = {name: load_set(name, "test") for name in set_names()}
+    rng = random.Random(seed)
+    bad = round(n * rate)
+    violating = [li for li in sets["marketplace"] if li.gold_violations]
+    violating = rng.sample(violating, min(bad, len(violating)))
+    others = [li for name, items in sets.items() if name != "marketplace" for li in items if li.gold_violations]
+    violating += rng.sample(others, bad - len(violating))
+    clean = even_sample({name: [li for li in items if not li.gold_violations] for name, items in sets.items()}, n - bad, rng)
+    chosen = violating + clean
+    rng.shuffle(chosen)
+    return chosen
+
+
+def even_sample(pools: dict[str, list], n: int, rng: random.Random) -> list:
+    """`n` items spread as evenly as the pools allow (a small pool gives all it has)."""
+    pools = {name: rng.sample(items, len(items)) for name, items in pools.items() if items}
+    chosen, left = [], n
+    while left and pools:
+        share = max(1, left // len(pools))
+        for name in sorted(pools, key=lambda k: len(pools[k])):
+            take, pools[name] = pools[name][:min(share, left)], pools[name][min(share, left):]
+            chosen += take
+            left -= len(take)
+        pools = {k: v for k, v in pools.items() if v}
+    if left:
+        raise SystemExit(f"not enough clean test items for the platform dump ({n - left} of {n})")
+    return chosen
+
+
+def load_input(name: str, args) -> list:
+    """LabelledItems (Unlabelled ones for the demo dump), at most `--baseline-items` for transformers."""
+    from moderation.evalsets import load_set
+    from moderation.items import Item, read_items
+
+    if name == "demo":
+        items = [Unlabelled(row) for _, row in read_items(DEMO) if isinstance(row, Item)]
+    elif name == "marketplace":
+        items = load_set("marketplace", "test")
+    else:
+        items = platform_dump(args.platform_items, args.violation_rate)
+    return items[: args.baseline_items] if args.worker == "transformers" else items
+
+
+# --- one system, in its own process --------------------------------------------------------------
+
+
+def run_args(flags: list[str]):
+    """The settings `moderation run` would parse from these flags (backend, model, prompt, thresholds)."""
+    from moderation.factory import add_backend_args
+
+    parser = argparse.ArgumentParser()
+    add_backend_args(parser)
+    return parser.parse_args(flags)
+
+
+def accuracy(items: list, records: dict) -> dict:
+    from moderation.evaluate import evaluate_llm_records
+    from moderation.policy import load_policy
+
+    if items[0].gold_violations is None:
+        return {}
+    metrics = evaluate_llm_records("bench", items, records, load_policy(None), n_boot=0).metrics
+    return {"macro_f1": metrics["macro_f1"], "clean_fpr": metrics.get("clean_fpr")}
+
+
+def moderate(moderator, items: list, chunk: int) -> tuple[dict, dict]:
+    """Run the items through the batch runner, as `moderation run` does; its records and counts."""
+    from moderation.batch import BatchRunner, RunOptions, read_output
+    from moderation.pipeline import ALLOW_RATIONALE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.jsonl"
+        rows = [(i + 1, li.item) for i, li in enumerate(items)]
+        stats = BatchRunner(moderator, RunOptions(chunk_size=chunk, error_budget=1.0)).run(rows, out)
+        records = {r["id"]: r for r in read_output(out)}
+    generated = sum(1 for r in records.values() if r.get("verdict", {}).get("rationale") != ALLOW_RATIONALE)
+    return records, {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+                     "generated": generated, "verdicts": stats.verdicts}
+
+
+def classify_only(args, items: list) -> tuple[dict, dict]:
+    """The ceiling: the policy heads' scores and the decisions they fix, with no engine at all."""
+    from moderation.factory import model_profile_for, run_scorer, run_thresholds
+    from moderation.pipeline import decide
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
-    items = [row for _, row in itertools.islice(read_items(Path(args.input)), args.items)]
+    scorer, thresholds = run_scorer(args), run_thresholds(args)
+    if scorer is None or not thresholds:
+        raise SystemExit(f"--model {args.model} ships no policy heads and thresholds: no classification-only pass")
+    policy, template = load_policy(None), load_template(model_profile_for(args).prompt)
+    records = {}
+    for start in range(0, len(items), args.chunk_size):
+        batch = items[start:start + args.chunk_size]
+        for li, scores in zip(batch, scorer.score([template.messages(li.item, policy) for li in batch])):
+            decided = decide(scores, thresholds, policy)
+            violations = [{"policy": p, "severity": "low", "evidence": "-"} for p in decided.policies]
+            records[li.item.id] = {"verdict": {"decision": decided.decision, "violations": violations}, "scores": scores,
+                                   "provenance": {"latency_ms": 0}}
+    return records, {"prompt_tokens": 0, "completion_tokens": 0, "generated": 0, "verdicts": len(records)}
+
+
+def worker(args) -> dict:
+    """Every input through one system; its figures per input (runs in its own process)."""
+    from moderation.factory import build_moderator
+
+    flags = SYSTEMS[args.worker] + ["--chunk-size", str(args.chunk)] + json.loads(args.flags)
+    settings = run_args(flags)
+    inputs = {name: load_input(name, args) for name in args.inputs.split(",")}
+    figures = {}
     with TreeSampler() as sampler:
         started = time.perf_counter()
-        config = BackendConfig(max_tokens=args.max_tokens, batch_size=args.tf_batch, max_model_len=4096,
-                               block_size=args.block_size if args.worker == "vllm" else None)
-        backend = load_backend(args.worker, config)
-        moderator = Moderator(backend, load_policy(), load_template(), max_attempts=1, scores=args.scores)
+        moderator = None if args.worker == "ceiling" else build_moderator(settings)
         startup_s = time.perf_counter() - started
-        cpu_before, started = sampler.cpu_seconds(), time.perf_counter()
-        outcomes, latencies = [], []
-        for start in range(0, len(items), args.chunk):
-            t0 = time.perf_counter()
-            chunk = moderator.moderate(items[start : start + args.chunk])
-            latencies += [time.perf_counter() - t0] * len(chunk)
-            outcomes += chunk
-        wall = time.perf_counter() - started
-        cpu = sampler.cpu_seconds() - cpu_before
-        backend.close()
-    prompt = sum(o.prompt_tokens for o in outcomes)
-    return {
-        "items": len(items), "startup_s": startup_s, "wall_s": wall, "items_per_s": len(items) / wall,
-        "prompt_tokens": prompt, "completion_tokens": sum(o.completion_tokens for o in outcomes),
-        "prompt_tokens_per_s": prompt / wall, "generated_tokens_per_s": sum(o.completion_tokens for o in outcomes) / wall,
-        "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
-        "prefix_cache_hit_rate": sum(o.cached_tokens for o in outcomes) / prompt if prompt else 0.0,
-        "peak_rss_gb": sampler.peak_rss / 1e9, "cpu_s_per_1000_items": 1000 * cpu / len(items),
-        "valid_share": sum(o.verdict is not None for o in outcomes) / len(items),
-        "scored": args.scores,
-    }
+        for name, items in inputs.items():
+            cpu_before, started = sampler.cpu_seconds(), time.perf_counter()
+            if moderator is None:
+                records, counts = classify_only(settings, items)
+            else:
+                records, counts = moderate(moderator, items, args.chunk)
+            wall, cpu = time.perf_counter() - started, sampler.cpu_seconds() - cpu_before
+            figures[name] = {"items": len(items), "wall_s": wall, "items_per_s": len(items) / wall,
+                             "cpu_s_per_1000_items": 1000 * cpu / len(items), "startup_s": startup_s,
+                             **counts, **accuracy(items, records)}
+        if moderator is not None:
+            moderator.backend.close()
+    for result in figures.values():
+        result["peak_rss_gb"] = sampler.peak_rss / 1e9
+    return figures
 
 
-def run_worker(args, backend: str, scores: bool) -> dict:
-    cmd = [sys.executable, __file__, "--worker", backend, "--items", str(args.items), "--input", args.input,
-           "--chunk", str(args.chunk), "--tf-batch", str(args.tf_batch), "--max-tokens", str(args.max_tokens)]
-    cmd += ["--block-size", str(args.block_size)] if args.block_size else []
-    cmd += ["--scores"] if scores else []
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+def run_worker(args, system: str, flags: list[str] | None = None, env: dict | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", system, "--inputs", args.inputs, "--chunk", str(args.chunk),
+           "--platform-items", str(args.platform_items), "--violation-rate", str(args.violation_rate),
+           "--baseline-items", str(args.baseline_items), "--flags", json.dumps(flags or [])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR", **(env or {})}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{system} worker failed (exit {proc.returncode}); its log is above")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# --- the table ---------------------------------------------------------------------------------
+
+
+ROWS = [
+    ("items", "items", "{:,}"), ("items/s", "items_per_s", "{:.2f}"), ("generated verdicts", "generated_share", "{:.0%}"),
+    ("prompt tokens per item", "prompt_per_item", "{:.0f}"), ("generated tokens per item", "completion_per_item", "{:.1f}"),
+    ("generated tokens per generated verdict", "completion_per_generated", "{:.1f}"),
+    ("CPU-seconds / 1,000 items", "cpu_s_per_1000_items", "{:,.0f}"), ("peak RSS (GB)", "peak_rss_gb", "{:.2f}"),
+    ("start-up (s)", "startup_s", "{:.0f}"), ("macro-F1", "macro_f1", "{:.3f}"), ("FPR on clean items", "clean_fpr", "{:.3f}"),
+]
+
+
+def derived(result: dict) -> dict:
+    n, generated = result["items"], result["generated"]
+    return {**result, "generated_share": generated / n, "prompt_per_item": result["prompt_tokens"] / n,
+            "completion_per_item": result["completion_tokens"] / n,
+            "completion_per_generated": result["completion_tokens"] / generated if generated else None}
+
+
 def table(results: dict[str, dict]) -> str:
-    rows = [
-        ("items/s", "items_per_s", "{:.3f}"), ("prompt tokens/s", "prompt_tokens_per_s", "{:.0f}"),
-        ("generated tokens/s", "generated_tokens_per_s", "{:.1f}"), ("latency p50 (s)", "latency_p50_s", "{:.1f}"),
-        ("latency p95 (s)", "latency_p95_s", "{:.1f}"), ("prefix-cache hit rate", "prefix_cache_hit_rate", "{:.1%}"),
-        ("peak RSS (GB)", "peak_rss_gb", "{:.2f}"), ("CPU-seconds / 1,000 items", "cpu_s_per_1000_items", "{:,.0f}"),
-        ("schema-valid verdicts", "valid_share", "{:.0%}"), ("start-up (s)", "startup_s", "{:.0f}"),
-        ("prompt tokens per item", None, None), ("generated tokens per item", None, None),
-    ]
+    """One Markdown table: a column per system, a row per figure ('–' where it does not apply)."""
+    cells = {label: derived(r) for label, r in results.items()}
     lines = ["| | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
-    for title, key, fmt in rows:
-        if key is None:
-            field = "prompt_tokens" if title.startswith("prompt") else "completion_tokens"
-            cells = [f"{r[field] / r['items']:.0f}" for r in results.values()]
-        else:
-            cells = [fmt.format(r[key]) for r in results.values()]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    for title, key, fmt in ROWS:
+        row = [fmt.format(c[key]) if c.get(key) is not None else "–" for c in cells.values()]
+        lines.append(f"| {title} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def header(args) -> str:
+    import torch
+    import vllm
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, vLLM {vllm.__version__}, "
+            f"torch {torch.__version__}; model `default`; {args.chunk} items per chunk; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def systems_report(args) -> tuple[str, dict]:
+    chosen = args.systems.split(",")
+    unknown = set(chosen) - set(SYSTEMS)
+    if unknown:
+        raise SystemExit(f"unknown system(s) {sorted(unknown)}; choose from {list(SYSTEMS)}")
+    by_system = {}
+    for system in chosen:
+        print(f"running {system} ...", file=sys.stderr, flush=True)
+        by_system[system] = run_worker(args, system)
+    parts = [header(args)]
+    for name in args.inputs.split(","):
+        parts += [f"### {name}", table({system: figures[name] for system, figures in by_system.items()})]
+    json_out = {"setup": parts[0], "results": by_system}
+    return "\n\n".join(parts), json_out
+
+
+def sweep_report(args) -> tuple[str, dict]:
+    results = {}
+    for label, env, flags in SWEEP:
+        print(f"sweep: {label} ...", file=sys.stderr, flush=True)
+        results[label] = run_worker(args, "score first", flags, env)
+    parts = [header(args) + "; system `score first`"]
+    for name in args.inputs.split(","):
+        parts += [f"### {name}", table({label: figures[name] for label, figures in results.items()})]
+    return "\n\n".join(parts), {"setup": parts[0], "results": results}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=32, help="items from the input (default 32)")
-    parser.add_argument("--input", default=str(DEMO), help="a dump (default: the bundled demo dump)")
-    parser.add_argument("--chunk", type=int, default=32, help="items per engine call, both engines (default 32)")
-    parser.add_argument("--tf-batch", type=int, default=8, help="transformers: sequences per generate() batch (default 8)")
-    parser.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
-    parser.add_argument("--block-size", type=int, help="vLLM: KV-cache block size (default: the engine's, 128 on CPU)")
-    parser.add_argument("--engines", default="vllm,transformers,vllm+scores", help="which of " + ", ".join(e[0] for e in ENGINES))
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"which of {', '.join(SYSTEMS)} (default all)")
+    parser.add_argument("--inputs", default=",".join(INPUTS), help=f"which of {', '.join(INPUTS)} (default all)")
+    parser.add_argument("--platform-items", type=int, default=2000, help="items in the platform dump (default 2000)")
+    parser.add_argument("--violation-rate", type=float, default=0.05, help="violating share of the platform dump (default 0.05)")
+    parser.add_argument("--baseline-items", type=int, default=32, help="items per input for the transformers baseline (default 32)")
+    parser.add_argument("--chunk", type=int, default=64, help="items per chunk, as `moderation run --chunk-size` (default 64)")
+    parser.add_argument("--sweep", action="store_true", help="measure vLLM's CPU settings one at a time instead")
     parser.add_argument("--json", default=str(ROOT / "runs" / "benchmark_throughput.json"), help="figures as JSON")
-    parser.add_argument("--markdown", help="also write the table and ratio as Markdown to this file")
+    parser.add_argument("--markdown", help="also write the tables as Markdown to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--scores", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = set(args.inputs.split(",")) - set(INPUTS)
+    if unknown:
+        raise SystemExit(f"unknown input(s) {sorted(unknown)}; choose from {list(INPUTS)}")
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    chosen = args.engines.split(",")
-    results = {}
-    for label, backend, scores in ENGINES:
-        if label in chosen:
-            print(f"running {label} on {args.items} items ...", file=sys.stderr, flush=True)
-            results[label] = run_worker(args, backend, scores)
-    text = table(results)
-    if "vllm" in results and "transformers" in results:
-        ratio = results["vllm"]["items_per_s"] / results["transformers"]["items_per_s"]
-        text += f"\n\n**vLLM / transformers items/s: {ratio:.1f}x** (target: at least 5x)"
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
-    header = (f"{args.items} items of {Path(args.input).name}, the default model, full policy prompt, "
-              f"vLLM block size {args.block_size or 'default'}, "
-              f"{args.chunk} items per engine call, max {args.max_tokens} tokens, one attempt per item; {machine}; "
-              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(header + "\n\n" + text)
+    text, figures = sweep_report(args) if args.sweep else systems_report(args)
+    print(text)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"setup": header, "results": results}, indent=2) + "\n")
+    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(header + "\n\n" + text + "\n")
+        Path(args.markdown).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 import argparse
 import importlib.util
+import random
 
-from conftest import DEMO, ROOT
+from conftest import ROOT
 
 
 def load():
@@ -11,12 +12,54 @@ def load():
     return module
 
 
-def test_worker_measures_every_figure_and_the_table_shows_them():
+def test_the_platform_dump_has_the_asked_size_and_violation_rate_and_is_the_same_every_time():
     bench = load()
-    args = argparse.Namespace(worker="fake", items=6, input=str(DEMO), chunk=4, tf_batch=2, max_tokens=64, scores=True, block_size=None)
-    figures = bench.worker(args)
-    assert figures["items"] == 6 and figures["valid_share"] == 1.0
-    assert figures["items_per_s"] > 0 and figures["peak_rss_gb"] > 0 and figures["cpu_s_per_1000_items"] >= 0
-    assert figures["latency_p95_s"] >= figures["latency_p50_s"] > 0
-    text = bench.table({"a": figures, "b": figures})
-    assert "| items/s |" in text and "| prefix-cache hit rate |" in text and text.count("\n") == 13
+    dump = bench.platform_dump(400, 0.05)
+    assert len(dump) == 400 and sum(bool(li.gold_violations) for li in dump) == 20
+    assert len({li.item.id for li in dump}) == 400
+    assert [li.item.id for li in dump] == [li.item.id for li in bench.platform_dump(400, 0.05)]
+    assert all(li.source == "marketplace" for li in dump if li.gold_violations)
+    assert len({li.source for li in dump if not li.gold_violations}) >= 10  # clean items from every set
+
+
+def test_even_sample_spreads_over_pools_and_a_small_pool_gives_all_it_has():
+    bench = load()
+    chosen = bench.even_sample({"a": list(range(3)), "b": list(range(100, 200)), "c": list(range(200, 300))}, 41,
+                               random.Random(0))
+    assert len(chosen) == len(set(chosen)) == 41
+    assert sum(x < 100 for x in chosen) == 3 and abs(sum(100 <= x < 200 for x in chosen) - 19) <= 1
+
+
+def test_the_batch_runner_pass_counts_tokens_and_generated_verdicts_and_scores_labelled_items():
+    bench = load()
+    from moderation.evalsets import load_set
+    from moderation.factory import build_moderator
+
+    items = load_set("marketplace", "test")[:6]
+    moderator = build_moderator(bench.run_args(["--backend", "fake"]))
+    records, counts = bench.moderate(moderator, items, chunk=4)
+    assert counts["verdicts"] == 6 == len(records) and counts["generated"] == 6  # the fake engine counts no tokens
+    figures = bench.accuracy(items, records)
+    assert 0 <= figures["macro_f1"] <= 1 and "clean_fpr" in figures
+    assert bench.accuracy([bench.Unlabelled(items[0].item)], records) == {}
+
+
+def test_the_table_has_a_column_per_system_and_a_dash_where_a_figure_does_not_apply():
+    bench = load()
+    base = {"items": 10, "wall_s": 2.0, "items_per_s": 5.0, "cpu_s_per_1000_items": 300.0, "startup_s": 1.0,
+            "prompt_tokens": 1000, "completion_tokens": 200, "generated": 4, "verdicts": 10, "peak_rss_gb": 1.5}
+    text = bench.table({"a": {**base, "macro_f1": 0.5, "clean_fpr": 0.1}, "b": {**base, "generated": 0}})
+    lines = text.splitlines()
+    assert lines[0] == "| | a | b |" and len(lines) == 2 + len(bench.ROWS)
+    assert "| generated tokens per generated verdict | 50.0 | – |" in lines and "| macro-F1 | 0.500 | – |" in lines
+
+
+def test_unknown_systems_are_refused_by_name():
+    bench = load()
+    args = argparse.Namespace(systems="score first,fastest", inputs="demo")
+    try:
+        bench.systems_report(args)
+    except SystemExit as exc:
+        assert "fastest" in str(exc)
+    else:
+        raise AssertionError("an unknown system was accepted")

@@ -56,7 +56,18 @@ def test_provenance_names_model_prompt_and_policy(make_moderator, template, poli
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
     assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version",
-                      "thresholds_sha", "scorer_sha", "decided_by"}
+                      "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars"}
+
+
+def test_a_rationale_budget_narrows_the_schema_and_is_bounded_by_the_verdict_schema(make_moderator):
+    item = Item("a", "listing", {"title": "Replica watch"})
+    assert make_moderator().request(item, 1).schema["$defs"]["rationale"]["maxLength"] == 100
+    short = make_moderator(rationale_chars=40)
+    assert short.request(item, 1).schema["$defs"]["rationale"]["maxLength"] == 40
+    assert short.provenance()["rationale_chars"] == 40 and short.with_adapter(None).rationale_chars == 40
+    for bad in (0, 101):
+        with pytest.raises(ConfigError, match="rationale_chars"):
+            make_moderator(rationale_chars=bad)
 
 
 def test_a_request_level_error_is_final_and_not_retried(make_moderator):

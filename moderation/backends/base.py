@@ -22,6 +22,9 @@ class BackendConfig:
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
     block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens (prefix caching reuses whole blocks); None: the engine's default (128 on CPU)."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
+    max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: sequences per engine step, at most; None: the engine's default."})
+    max_num_batched_tokens: int | None = field(default=None, metadata={"help": "vLLM: tokens per engine step, at most; None: the engine's default."})
+    chunked_prefill: bool | None = field(default=None, metadata={"help": "vLLM: split long prompts across engine steps; None: the engine's default."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
     timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
@@ -29,8 +32,8 @@ class BackendConfig:
     adapters: tuple[Adapter, ...] = field(default=(), metadata={"help": "LoRA adapters to serve beside the base model; requests pick one by name."})
 
     def __post_init__(self):
-        for name in ("max_tokens", "batch_size", "max_model_len", "concurrency"):
-            if getattr(self, name) < 1:
+        for name in ("max_tokens", "batch_size", "max_model_len", "concurrency", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"BackendConfig.{name} must be at least 1, got {getattr(self, name)!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")

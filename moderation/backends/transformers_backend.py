@@ -6,9 +6,8 @@ without vLLM. Its outputs are validated like every other backend's.
 
 from __future__ import annotations
 
-import logging
-
 import contextlib
+import logging
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.errors import BackendError

@@ -46,7 +46,9 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
         "max_model_len": config.max_model_len,
         "dtype": config.dtype,
         "seed": config.seed,
-        **({"block_size": config.block_size} if config.block_size else {}),
+        **{key: value for key, value in (("block_size", config.block_size), ("max_num_seqs", config.max_num_seqs),
+                                         ("max_num_batched_tokens", config.max_num_batched_tokens),
+                                         ("enable_chunked_prefill", config.chunked_prefill)) if value is not None},
         **lora,
     }
 
