@@ -1,20 +1,17 @@
 """The resumable batch runner: a stream of rows in, one output line per row out.
 
-Crash safety: each chunk's lines are written in one append, flushed and fsynced. A `kill -9`
-can at worst leave a torn last line, which the next run cuts off before resuming; rows whose
-lines are complete are skipped, so nothing is lost and nothing is written twice.
+The run file itself (its reader, its crash-safe writer, the manifest that refuses a resume from
+another input or with other settings) is moderation.runfile.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, Row, RowError
 from moderation.pipeline import Moderator, Outcome
+from moderation.runfile import SOURCE_KEYS, OutputFile, read_output
 from moderation.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -54,6 +52,7 @@ class RunStats:
     verdicts: int = 0
     errors: int = 0
     skipped: int = 0
+    replaced: int = 0
     cache_hits: int = 0
     screened: int = 0
     store_hits: int = 0
@@ -70,23 +69,6 @@ class RunStats:
     @property
     def items_per_s(self) -> float:
         return self.processed / self.elapsed_s if self.elapsed_s else 0.0
-
-
-class RowKeys:
-    """The resume key of each row: its id, or `id@line` for a repeated id, `@line` for none.
-
-    Input rows and output lines go through the same rules, so a rerun finds the same keys.
-    """
-
-    def __init__(self):
-        self.first_line: dict[str, int] = {}
-
-    def assign(self, item_id: str | None, line: int) -> tuple[str, int | None]:
-        """Return (key, line of the first occurrence if this id is a repeat)."""
-        if item_id is None:
-            return f"@{line}", None
-        first = self.first_line.setdefault(item_id, line)
-        return (item_id, None) if first == line else (f"{item_id}@{line}", first)
 
 
 class VerdictCache:
@@ -107,90 +89,6 @@ class VerdictCache:
         self.entries.move_to_end(sha)
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
-
-
-def repair_tail(path: Path) -> int:
-    """Cut a torn last line (from a crash mid-write). Returns the bytes removed."""
-    with open(path, "rb+") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        pos = size
-        while pos > 0:
-            step = min(65536, pos)
-            fh.seek(pos - step)
-            block = fh.read(step)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                end = pos - step + newline + 1
-                break
-            pos -= step
-        else:
-            end = 0
-        if end < size:
-            fh.truncate(end)
-        return size - end
-
-
-def read_output(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, start=1):
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict) or "line" not in record or ("verdict" not in record and "error" not in record):
-                raise ConfigError(f"{path} line {n} is not a moderation output record: is this the right file?")
-            yield record
-
-
-class OutputFile:
-    """The output JSONL: resumed if it exists, locked against a second writer."""
-
-    def __init__(self, path: Path, cache: VerdictCache, provenance: dict[str, Any]):
-        self.path = path
-        self.keys = RowKeys()
-        self.done: set[str] = set()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(path, "ab")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise ConfigError(f"another run is writing {path}") from None
-        torn = repair_tail(path)
-        if torn:
-            logger.warning("cut a torn last line (%d bytes) from %s", torn, path)
-        foreign = 0
-        for record in read_output(path):
-            key, _ = self.keys.assign(record.get("id"), record["line"])
-            self.done.add(key)
-            same_source = _same_source(record.get("provenance") or {}, provenance)
-            foreign += not same_source
-            if same_source and "verdict" in record and record.get("content_sha") and "screen" not in record:
-                cache.put(record["content_sha"], {"verdict": record["verdict"], "scores": record.get("scores")})
-        if foreign:
-            logger.warning(
-                "%d lines of %s came from another model, prompt or policy; they keep their own provenance "
-                "and their verdicts are not reused", foreign, path)
-
-    def append(self, records: list[dict]) -> None:
-        if not records:
-            return
-        self.fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-SOURCE_KEYS = ("model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "thresholds_sha",
-               "scorer_sha")
-
-
-def _same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in SOURCE_KEYS)
 
 
 def output_record(line: int | None, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
@@ -250,6 +148,7 @@ class ChunkModerator:
         self.stats = RunStats()
         self.provenance = moderator.provenance()
         self.source = source_key(self.provenance)
+        self.made_by = records_made_by(moderator, self.options, screen)
 
     def records(self, rows: list[tuple[int | None, Item | RowError]]) -> list[dict]:
         """One output record per row, in order."""
@@ -357,6 +256,39 @@ def check_budget(stats: RunStats, options: RunOptions, who: str = "") -> None:
                                   f"budget of {options.error_budget:.0%}")
 
 
+def records_made_by(moderator: Moderator, options: RunOptions | None = None, screen=None) -> dict[str, Any]:
+    """What a run file's records depend on besides the rows, for its manifest: the model part of
+    the provenance (model, adapter, backend, prompt, policy, thresholds, scorer hashes) and the
+    settings that change records (scores on or off, grounded evidence, attempts, output tokens,
+    the thresholds that set `flagged`, the screen)."""
+    provenance = moderator.provenance()
+    flag_thresholds = (options or RunOptions()).thresholds
+    return {
+        "model": {k: provenance.get(k) for k in (*SOURCE_KEYS, "decided_by")},
+        "records": {
+            "scores": moderator.scores,
+            "grounded_evidence": moderator.grounded_evidence,
+            "max_attempts": moderator.max_attempts,
+            "max_tokens": getattr(getattr(moderator.backend, "config", None), "max_tokens", None),
+            "flag_thresholds_sha": _sha(flag_thresholds) if flag_thresholds else None,
+            "screen": _screen_identity(screen),
+        },
+    }
+
+
+def _screen_identity(screen) -> dict[str, Any] | None:
+    """A screen's name, files hash and threshold (moderation.screen.Screen has them; a stand-in
+    needs only `clear`, and is then known by its type)."""
+    if screen is None:
+        return None
+    return {"name": getattr(screen, "name", type(screen).__name__), "sha": getattr(screen, "sha", None),
+            "threshold": getattr(screen, "threshold", None)}
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def source_key(provenance: dict[str, Any]) -> str:
     """What a stored verdict depends on besides the content: model, adapter, backend, prompt and
     policy (the provenance's SOURCE_KEYS). An entry without scores does not serve a run that
@@ -374,31 +306,37 @@ class BatchRunner:
         self.options = self.chunks.options
         self.stats = self.chunks.stats
 
-    def run(self, rows: Iterable[Row], output: str | Path, progress=None) -> RunStats:
-        """Moderate every row not already in `output`.
+    def run(self, rows: Iterable[Row], output: str | Path, progress=None, *, made_from: dict[str, Any] | None = None,
+            restart: bool = False) -> RunStats:
+        """Moderate every row whose record is not already in `output`.
 
         Args:
             rows: (line, Item | RowError) pairs, as from `read_items`.
             output: the JSONL output path; created, or resumed if it exists.
             progress: optional object with `update(n)` (a tqdm bar).
+            made_from: the input's part of the run's manifest (moderation.items.describe_input):
+                resuming from another input, or read another way, is refused. None: rows are
+                only checked one by one against their records (as `eval` does).
+            restart: start `output` over instead of resuming it.
 
         Raises:
+            ConfigError: `output` was made from another input or with other settings.
             ErrorBudgetExceeded: after writing the chunk that went over the budget.
         """
-        out = OutputFile(Path(output), self.chunks.cache, self.chunks.provenance)
+        out = OutputFile(Path(output), self.chunks.cache, {**(made_from or {}), **self.chunks.made_by}, restart=restart)
         started = time.perf_counter()
         try:
             pending: list[tuple[int, Item | RowError]] = []
             pending_items = 0
             for line, row in rows:
                 key, first = out.keys.assign(row.id, line)
-                if key in out.done:
+                if first is not None and isinstance(row, Item):
+                    row = RowError(line, row.id, f"duplicate id: first seen at line {first}")
+                if out.holds(key, row):
                     self.stats.skipped += 1
                     if progress is not None:
                         progress.update(1)
                     continue
-                if first is not None and isinstance(row, Item):
-                    row = RowError(line, row.id, f"duplicate id: first seen at line {first}")
                 pending.append((line, row))
                 pending_items += isinstance(row, Item)
                 # Error rows count too, so a file of garbage still checkpoints and meets the budget.
@@ -408,6 +346,7 @@ class BatchRunner:
             self._flush(pending, out, progress, started)
         finally:
             self.stats.elapsed_s = time.perf_counter() - started
+            self.stats.replaced = out.replaced
             out.close()
         return self.stats
 
@@ -460,6 +399,7 @@ def run_figures(stats: RunStats) -> dict:
     return {
         "processed": stats.processed,
         "skipped_already_done": stats.skipped,
+        "moderated_again_changed": stats.replaced,
         "verdicts": stats.verdicts,
         "errors": stats.errors,
         "cache_hits": stats.cache_hits,
@@ -483,7 +423,9 @@ def print_summary(summary: dict, output, summary_path: Path | None = None) -> No
     run = summary.get("this_run")
     if run:
         print(f"this run: {run['processed']} rows in {run['elapsed_s']:.1f}s ({run['items_per_s']:.2f} items/s), "
-              f"{run['skipped_already_done']} already done, {run['cache_hits']} from the content cache "
+              f"{run['skipped_already_done']} already done, "
+              f"{run.get('moderated_again_changed', 0)} moderated again (changed since their record), "
+              f"{run['cache_hits']} from the content cache "
               f"({run['verdict_cache_hits']} from the persistent verdict cache, {run['verdict_cache_hit_rate']:.0%}), "
               f"{run['screened']} cleared by the screen, "
               f"{run['prefix_cache_hit_rate']:.0%} of prompt tokens from the prefix cache")

@@ -32,7 +32,10 @@ logger = logging.getLogger("moderation")
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="moderate a dump (JSONL, CSV or Parquet) into a JSONL file of verdicts")
     p.add_argument("input", help="the dump: .jsonl, .csv or .parquet (optionally .gz for text formats)")
-    p.add_argument("-o", "--output", required=True, help="output JSONL; an existing file is resumed")
+    p.add_argument("-o", "--output", required=True,
+                   help="output JSONL; an existing file is resumed if it was made from the same input with the same "
+                        "settings (OUTPUT.manifest.json says), else refused")
+    p.add_argument("--restart", action="store_true", help="start OUTPUT over (its records are deleted) instead of resuming it")
     p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="input format, when the file name does not tell")
     p.add_argument("--kind", default="listing", help="kind of rows without a 'kind' column (listing, merchant, creator_video, live_chat)")
     p.add_argument("--columns", help="column mapping: 'field=column,...' or a .json/.yaml file of {field: column}")
@@ -141,17 +144,24 @@ def cmd_run(args) -> int:
     if args.engine == "ray":
         from moderation.distributed import run_ray
 
+        if args.restart:
+            raise ConfigError("--restart is for the local engine; with --engine ray, delete the shard directory")
         return run_ray(args)
     from tqdm import tqdm
 
     from moderation.batch import BatchRunner, ErrorBudgetExceeded, print_summary, run_figures, summarize
-    from moderation.items import ReadLimits, detect_format, parse_column_map, read_items
+    from moderation.items import ReadLimits, describe_input, detect_format, parse_column_map, read_items
+    from moderation.runfile import check_resume
 
     path = Path(args.input)
     fmt = args.format or detect_format(path)
     limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
-    rows = read_items(path, fmt=fmt, columns=parse_column_map(args.columns), default_kind=args.kind, limits=limits)
+    columns = parse_column_map(args.columns)
+    rows = read_items(path, fmt=fmt, columns=columns, default_kind=args.kind, limits=limits)
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
+    made_from = describe_input(path, fmt=fmt, columns=columns, default_kind=args.kind, limits=limits)
+    if not args.restart:
+        check_resume(Path(args.output), made_from)  # another input: refused before a model loads
     options = run_options(args)
     screen, store = run_screen(args), run_store(args)
     moderator = run_moderator(args)
@@ -159,7 +169,7 @@ def cmd_run(args) -> int:
     code = EXIT_OK
     bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
     try:
-        runner.run(rows, args.output, progress=bar)
+        runner.run(rows, args.output, progress=bar, made_from=made_from, restart=args.restart)
     except ErrorBudgetExceeded as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         code = EXIT_BUDGET

@@ -26,9 +26,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from moderation.batch import ErrorBudgetExceeded, RowKeys, check_budget, summarize_records
+from moderation.batch import ErrorBudgetExceeded, check_budget, summarize_records
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
 from moderation.items import KINDS, Item, ReadLimits, RowError, detect_format, looks_binary, parse_column_map, read_stream
+from moderation.runfile import RowKeys
 
 try:
     import ray

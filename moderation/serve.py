@@ -23,10 +23,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moderation.batch import OutputFile, VerdictCache, output_record, read_output
+from moderation.batch import VerdictCache, output_record, records_made_by
 from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, ReadLimits, RowError, parse_json, read_row
 from moderation.pipeline import Moderator
+from moderation.runfile import OutputFile, read_output
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class ModerationService:
 
     def _open_journal(self, path: Path) -> None:
         base = self.moderators[None]
-        self.journal = OutputFile(path, VerdictCache(1), base.provenance())
+        self.journal = OutputFile(path, VerdictCache(1), records_made_by(base),
+                                  advice="start the server with a new --journal file")
         for record in read_output(path):
             self.line = max(self.line, record["line"])
             if record.get("id") and "content_sha" in record:

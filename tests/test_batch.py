@@ -4,14 +4,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, listing, read_jsonl, write_jsonl
 
-from moderation.batch import BatchRunner, ErrorBudgetExceeded, OutputFile, RunOptions, VerdictCache, repair_tail, summarize
+from moderation.batch import BatchRunner, ErrorBudgetExceeded, RunOptions, VerdictCache, summarize
 from moderation.errors import ConfigError
 from moderation.items import read_items
 from moderation.model import Adapter
+from moderation.runfile import OutputFile, repair_tail
 from moderation.schema import parse_verdict
 
 
@@ -66,7 +68,8 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, make_moder
     with pytest.raises(KeyboardInterrupt):
         run(make_moderator(respond=flaky), src, out, chunk_size=4)
     assert len(read_jsonl(out)) == 8  # two whole chunks were checkpointed
-    run(make_moderator(), src, out, chunk_size=4)
+    run(make_moderator(respond=lambda request: json.dumps({"decision": "allow", "violations": [], "rationale": "ok"})),
+        src, out, chunk_size=4)  # the same (scripted) model: resumed
     ids = [r["id"] for r in read_jsonl(out)]
     assert len(ids) == 21 and len(set(ids)) == 21
 
@@ -154,7 +157,7 @@ def test_kill_9_at_any_moment_loses_and_duplicates_nothing(tmp_path):
             parse_verdict(json.dumps(record["verdict"]), items[record["id"]].text())
 
 
-def test_cached_verdicts_are_reused_only_from_the_same_model_and_prompt(tmp_path, make_moderator):
+def test_a_resumed_run_reuses_the_verdicts_already_in_the_file(tmp_path, make_moderator):
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "title": "Lamp"}])
     out = tmp_path / "out.jsonl"
     run(make_moderator(), src, out)
@@ -162,9 +165,46 @@ def test_cached_verdicts_are_reused_only_from_the_same_model_and_prompt(tmp_path
     same = make_moderator()
     run(same, more, out)
     assert same.backend.calls == []  # "b" has a's content: served from a's verdict
+
+
+def test_resuming_with_another_model_adapter_or_option_is_refused(tmp_path, make_moderator):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "title": "Lamp"}, {"id": "b", "title": "Chair"}])
+    out = tmp_path / "out.jsonl"
+    run(make_moderator(), src, out)
     other = make_moderator(adapter=Adapter("eu-lora", tmp_path, 8, "0" * 64))
-    run(other, write_jsonl(tmp_path / "third.jsonl", [{"id": "c", "title": "Lamp"}]), out)
-    assert len(other.backend.calls) == 1  # another adapter: the old verdict is not reused
+    with pytest.raises(ConfigError, match=r"model\.adapter: None then, 'eu-lora' now"):
+        run(other, src, out)
+    with pytest.raises(ConfigError, match=r"records\.scores: True then, False now.*--restart"):
+        run(make_moderator(scores=False), src, out)
+    assert other.backend.calls == [] and len(read_jsonl(out)) == 2  # nothing was mixed in
+
+
+def test_an_edited_row_is_moderated_again_on_resume_never_served_stale(tmp_path, make_moderator):
+    # A caller that names no input file (as `moderation eval` does) resumes by row; rows are checked by content.
+    rows = [{"id": "a", "title": "Oak table"}, {"id": "b", "title": "Lamp"}, {"id": "c", "title": "Chair"}]
+    out = tmp_path / "out.jsonl"
+    run(make_moderator(), write_jsonl(tmp_path / "day1.jsonl", rows), out)
+    rows[1] = {"id": "b", "title": "Rolex replica, WhatsApp me"}  # the listing was edited
+    moderator = make_moderator()
+    stats = run(moderator, write_jsonl(tmp_path / "day2.jsonl", rows), out)
+    assert stats.skipped == 2 and stats.processed == 1 and stats.replaced == 1
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["a", "b", "c"]  # one record per row, in input order
+    assert records[1]["verdict"]["decision"] == "remove"
+    sent = [r.messages[-1]["content"] for call in moderator.backend.calls for r in call]
+    assert len(sent) == 1 and "Rolex replica" in sent[0]  # only the edited row went to the model
+
+
+def test_a_run_file_from_before_manifests_is_checked_row_by_row(tmp_path, make_moderator):
+    rows = [{"id": "a", "title": "Oak table"}, {"id": "b", "title": "Lamp"}]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    run(make_moderator(adapter=Adapter("eu-lora", tmp_path, 8, "0" * 64)), src, out)
+    Path(f"{out}.manifest.json").unlink()  # as written by an older version
+    stats = run(make_moderator(), src, out)
+    assert stats.replaced == 2  # made by another adapter: moderated again, not kept
+    assert [r["provenance"]["adapter"] for r in read_jsonl(out)] == [None, None]
+    assert run(make_moderator(), src, out).skipped == 2
 
 
 def test_a_foreign_file_is_not_mistaken_for_an_output(tmp_path, make_moderator):

@@ -151,3 +151,21 @@ def test_a_column_mapping_naming_a_missing_column_is_refused(tmp_path, capsys):
                  "--columns", "id=sku,title=nme"])
     assert code == 2 and "'nme'" in capsys.readouterr().err
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
+
+
+def test_a_nightly_job_reusing_one_output_on_a_new_dump_is_refused_until_restart(tmp_path, capsys):
+    out = str(tmp_path / "out.jsonl")
+    day1 = write_jsonl(tmp_path / "day1.jsonl", [{"id": "l1", "title": "Oak table"}, {"id": "l2", "title": "Lamp"}])
+    assert main(["run", str(day1), "-o", out, "--backend", "fake", "--no-progress"]) == 0
+    day2 = write_jsonl(tmp_path / "day2.jsonl", [{"id": "l1", "title": "AAA replica Rolex, WhatsApp me"},
+                                                 {"id": "l3", "title": "Chair"}])
+    capsys.readouterr()
+    assert main(["run", str(day2), "-o", out, "--backend", "fake", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "day1.jsonl" in err and "day2.jsonl" in err and "--restart" in err
+    assert [r["id"] for r in read_jsonl(out)] == ["l1", "l2"]  # untouched
+    assert main(["run", str(day1), "-o", out, "--backend", "fake", "--no-progress", "--no-scores"]) == 2
+    assert "records.scores" in capsys.readouterr().err
+    assert main(["run", str(day2), "-o", out, "--backend", "fake", "--no-progress", "--restart"]) == 0
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["l1", "l3"] and records[0]["verdict"]["decision"] == "remove"

@@ -14,6 +14,7 @@ from conftest import DEMO, read_jsonl
 from moderation.backends import BackendConfig
 from moderation.backends.fake import FakeBackend, item_text_of, keyword_verdict
 from moderation.batch import BatchRunner
+from moderation.errors import ConfigError
 from moderation.items import read_items
 from moderation.model import Adapter
 from moderation.pipeline import Moderator
@@ -192,11 +193,14 @@ def test_graceful_shutdown_finishes_requests_in_flight_and_journals_them(serve, 
         status, body, _ = pending.result(timeout=30)
     assert status == 200 and len(body["results"]) == 3
     assert [r["id"] for r in read_jsonl(journal)] == [r["id"] for r in rows]
-    # A new server on the same journal answers retries from it, without the engine.
-    again = serve(journal=journal)
+    # A new server (same model) on the same journal answers retries from it, without the engine.
+    again = serve(delay=0.01, journal=journal)
     status, record, _ = again.post({"item": rows[1]})
     assert status == 200 and record == body["results"][1]
     assert again.backend.calls == []
+    again.stop()
+    with pytest.raises(ConfigError, match=r"model\.model: 'fake-scripted' then, 'fake-keywords' now"):
+        serve(journal=journal)  # another model would answer retries with verdicts it did not make
 
 
 def test_adapters_are_picked_per_request(serve, tmp_path):
