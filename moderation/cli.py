@@ -245,9 +245,7 @@ def cmd_eval(args) -> int:
 def cmd_serve(args) -> int:
     import signal
 
-    import uvicorn
-
-    from moderation.serve import Metrics, ModerationService, ServeOptions, create_app
+    from moderation.serve import Metrics, ModerationService, ServeOptions, build_server
 
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                            max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout_s=args.timeout_s,
@@ -256,18 +254,21 @@ def cmd_serve(args) -> int:
     adapters = base.backend.config.adapters
     moderators = {None: base, **{a.name: base.with_adapter(a) for a in adapters}}
     metrics = Metrics()
-    app = create_app(ModerationService(moderators, options, metrics), metrics)
+    server = build_server(ModerationService(moderators, options, metrics), metrics, host=args.host, port=args.port,
+                          log_level="info" if args.verbose else "warning")
     print(f"serving on http://{args.host}:{args.port}/v1/moderate (adapters: {[a.name for a in adapters] or 'none'})",
           file=sys.stderr)
-    # On SIGTERM/SIGINT uvicorn stops accepting, waits for requests in flight, then the app drains its
-    # queue; it then re-raises the signal into the handler it found. For SIGTERM that handler does
-    # nothing, so the engine below is closed and the exit code is 0.
+    # On SIGTERM/SIGINT the server answers new requests 503 while it drains the accept backlog, then
+    # stops accepting, waits for requests in flight, and the app drains its queue; uvicorn then
+    # re-raises the signal into the handler it found. For SIGTERM that handler does nothing, so the
+    # engine below is closed and the exit code is 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                    timeout_graceful_shutdown=int(options.timeout_s) + 5)
+        server.run()
     finally:
         base.backend.close()
+    if not server.started:
+        raise ConfigError(f"the server did not start on {args.host}:{args.port} (the log above says why; a port in use?)")
     return EXIT_OK
 
 

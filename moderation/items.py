@@ -51,6 +51,11 @@ KINDS = tuple(KIND_FIELDS)
 FORMATS = ("jsonl", "csv", "parquet")
 
 
+def item_field_names(kind: str) -> set[str]:
+    """Every field an item of this kind takes, `id` and `kind` included."""
+    return {"id", "kind", *COMMON_FIELDS, *KIND_FIELDS[kind]}
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """Size limits that turn oversized rows into error records."""

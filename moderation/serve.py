@@ -25,7 +25,7 @@ from pathlib import Path
 
 from moderation.batch import VerdictCache, output_record, records_made_by
 from moderation.errors import BackendError, ConfigError, ModerationError
-from moderation.items import Item, ReadLimits, RowError, parse_json, read_row
+from moderation.items import Item, ReadLimits, RowError, item_field_names, parse_json, read_row
 from moderation.pipeline import Moderator
 from moderation.runfile import OutputFile, read_output
 
@@ -45,11 +45,16 @@ class ServeOptions:
     remember: int = field(default=1_000_000, metadata={"help": "Item ids kept in memory for idempotent retries."})
     journal: Path | None = field(default=None, metadata={"help": "Run file every record is appended to, reloaded on start."})
     limits: ReadLimits = field(default_factory=ReadLimits, metadata={"help": "Per-item size limits, as for `run`."})
+    drain_s: float = field(default=5.0, metadata={"help": "On SIGTERM, the longest the server goes on accepting "
+                                                          "connections (answering new requests 503) before it stops "
+                                                          "listening; it stops sooner once 0.25 s pass without one."})
 
     def __post_init__(self):
         for name in ("max_batch", "max_queue", "max_items", "max_body_bytes", "remember"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServeOptions.{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.drain_s < 0:
+            raise ConfigError(f"ServeOptions.drain_s must be >= 0, got {self.drain_s!r}")
         if self.max_wait_ms < 0 or self.timeout_s <= 0:
             raise ConfigError(f"ServeOptions: max_wait_ms must be >= 0 and timeout_s > 0, got {self.max_wait_ms}, {self.timeout_s}")
 
@@ -113,21 +118,26 @@ class ModerationService:
         """Futures of the records for `items`, all queued or none.
 
         Raises:
-            RequestError: 409 for an id seen with other content, 429 when the queue is full,
-                422 for an unknown adapter, 503 while shutting down.
+            RequestError: 409 for an id seen with other content, 413 for more new items than the
+                whole queue holds, 429 when the queue is full, 422 for an unknown adapter, 503
+                while shutting down.
         """
         if adapter not in self.moderators:
             raise RequestError(422, f"unknown adapter {adapter!r}; this server has {sorted(a for a in self.moderators if a)}")
         with self.lock:
             if self.stopping.is_set():
-                raise RequestError(503, "shutting down")
+                raise RequestError(503, "shutting down", {"Retry-After": "1", "Connection": "close"})
             futures, fresh = self._lookup(items, adapter)
+            if len(fresh) > self.options.max_queue:  # could never fit, however long the client waits
+                self._forget(fresh)
+                raise RequestError(413, f"{len(fresh)} new items in one request, over the queue's limit of "
+                                        f"{self.options.max_queue} items (--max-queue): split the request")
             if self.queued + len(fresh) > self.options.max_queue:
                 self._forget(fresh)
                 raise RequestError(429, f"queue full ({self.queued} items waiting)", {"Retry-After": "1"})
             self.queued += len(fresh)
-        for job in fresh:
-            self.jobs.put(job)
+            for job in fresh:  # under the lock: once stop_accepting() returns, nothing more is queued
+                self.jobs.put(job)
         if self.metrics:
             self.metrics.items.labels("replayed").inc(len(items) - len(fresh))
             self.metrics.queue_depth.set(self.queued)
@@ -174,7 +184,7 @@ class ModerationService:
                 first = self.jobs.get(timeout=0.1)
                 break
             except queue.Empty:
-                if self.stopping.is_set():
+                if self.stopping.is_set() and self.jobs.empty():
                     return []
         batch, deadline = [first], time.monotonic() + self.options.max_wait_ms / 1000
         while len(batch) < self.options.max_batch:
@@ -216,9 +226,14 @@ class ModerationService:
         if self.metrics:
             self.metrics.observe_batch(records, outcomes, time.perf_counter() - started)
 
+    def stop_accepting(self) -> None:
+        """Refuse new requests with 503 (and /healthz with 503); the worker finishes what is queued."""
+        with self.lock:
+            self.stopping.set()
+
     def close(self) -> None:
         """Finish every queued item, then stop the worker (graceful shutdown)."""
-        self.stopping.set()
+        self.stop_accepting()
         if self.worker.is_alive():
             self.worker.join()
         if self.journal is not None:
@@ -281,14 +296,22 @@ def parse_body(body: bytes, options: ServeOptions) -> tuple[list[Item], str | No
     adapter = payload.get("adapter")
     if adapter is not None and not isinstance(adapter, str):
         raise RequestError(422, '"adapter" must be a string')
-    items = []
-    for n, entry in enumerate(raw):
-        item = read_row(entry, n + 1, columns={}, default_kind="listing", limits=options.limits) if isinstance(entry, dict) \
-            else RowError(n + 1, None, "an item must be a JSON object")
-        if isinstance(item, RowError):
-            raise RequestError(422, f"item {n}: {item.reason}")
-        items.append(item)
-    return items, adapter, batch
+    return [_parse_item(n, entry, options) for n, entry in enumerate(raw)], adapter, batch
+
+
+def _parse_item(n: int, entry, options: ServeOptions) -> Item:
+    """One item of a request; a RequestError (422) naming its index when `run` would make it an
+    error record, or when it has a field its kind does not take."""
+    if not isinstance(entry, dict):
+        raise RequestError(422, f"item {n}: an item must be a JSON object")
+    item = read_row(entry, n + 1, columns={}, default_kind="listing", limits=options.limits)
+    if isinstance(item, RowError):
+        raise RequestError(422, f"item {n}: {item.reason}")
+    unknown = sorted(set(entry) - item_field_names(item.kind))
+    if unknown:
+        raise RequestError(422, f"item {n}: unknown fields {unknown}; a {item.kind} takes "
+                                f"{sorted(item_field_names(item.kind))}")
+    return item
 
 
 def _envelope_limits(limits: ReadLimits) -> ReadLimits:
@@ -350,6 +373,54 @@ def create_app(service: ModerationService, metrics: Metrics | None = None):
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/metrics", prometheus, methods=["GET"])
     return app
+
+
+QUIET_S = 0.25  # a drain ends once this long passes with no request answered and none arriving
+
+
+def build_server(service: ModerationService, metrics: Metrics | None, *, host: str, port: int, log_level: str = "warning"):
+    """The uvicorn server of `moderation serve` (and of its tests), with the draining shutdown."""
+    import uvicorn
+
+    config = uvicorn.Config(create_app(service, metrics), host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=int(service.options.timeout_s) + 5)
+    return _draining_server_class()(config, on_drain=service.stop_accepting, drain_s=service.options.drain_s)
+
+
+def _draining_server_class():
+    """uvicorn.Server whose shutdown drains first (a class made on first use: uvicorn is imported lazily).
+
+    uvicorn's own shutdown closes the listening socket at once: connections still in the kernel's
+    accept backlog are reset, and ones accepted but not yet read are closed unanswered. This one
+    first tells the app to answer new requests 503, then goes on accepting until no request has
+    come for QUIET_S (at most `drain_s`), and only then stops listening and finishes the requests
+    in flight as uvicorn does.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def __init__(self, config, *, on_drain, drain_s: float):
+            super().__init__(config)
+            self.on_drain, self.drain_s = on_drain, drain_s
+
+        async def shutdown(self, sockets=None) -> None:
+            self.on_drain()
+            await self._drain()
+            await super().shutdown(sockets=sockets)
+
+        async def _drain(self) -> None:
+            deadline, answered = time.monotonic() + self.drain_s, self.server_state.total_requests
+            quiet_since = time.monotonic()
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                unread = any(getattr(c, "cycle", None) is None for c in self.server_state.connections)
+                if unread or self.server_state.total_requests != answered:
+                    answered, quiet_since = self.server_state.total_requests, time.monotonic()
+                elif time.monotonic() - quiet_since >= QUIET_S:
+                    return
+            logger.warning("still draining after %.1fs; closing the listening socket", self.drain_s)
+
+    return DrainingServer
 
 
 async def _read_body(request, limit: int) -> bytes:

@@ -18,7 +18,7 @@ from moderation.errors import ConfigError
 from moderation.items import read_items
 from moderation.model import Adapter
 from moderation.pipeline import Moderator
-from moderation.serve import Metrics, ModerationService, ServeOptions, create_app
+from moderation.serve import Metrics, ModerationService, ServeOptions, build_server
 
 
 def slow_verdict(delay):
@@ -32,8 +32,6 @@ class Server:
     """A uvicorn server in a thread on a free loopback port."""
 
     def __init__(self, policy, template, delay=0.0, adapters=(), **options):
-        import uvicorn
-
         backend = FakeBackend(BackendConfig(adapters=adapters), respond=slow_verdict(delay) if delay else None)
         base = Moderator(backend, policy, template)
         self.backend = backend
@@ -44,9 +42,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(self.service, self.metrics), host="127.0.0.1", port=port, log_level="warning",
-                                timeout_graceful_shutdown=30)
-        self.server = uvicorn.Server(config)
+        self.server = build_server(self.service, self.metrics, host="127.0.0.1", port=port)  # as `moderation serve`
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 20
@@ -280,3 +276,60 @@ def test_an_unexpected_failure_is_a_500_without_traceback_and_is_counted(serve, 
     assert status == 500 and "Traceback" not in json.dumps(body) and "internal error" in body["error"]
     _, text = server.get("/metrics")
     assert 'moderation_requests_total{status="500"} 1.0' in text
+
+
+def test_a_request_larger_than_the_whole_queue_is_413_not_429_forever(serve):
+    server = serve(max_queue=4, max_items=10)
+    status, body, headers = server.post({"items": demo(6)})
+    assert status == 413 and "--max-queue" in body["error"] and "4" in body["error"]
+    assert "retry-after" not in {k.lower() for k in headers}  # retrying the same request can never work
+    assert server.post({"items": demo(4)})[0] == 200
+
+
+def test_unknown_fields_inside_an_item_are_refused_with_422(serve):
+    server = serve()
+    status, body, _ = server.post({"item": {"id": "a", "title": "Lamp", "colour": "red"}})
+    assert status == 422 and body["error"].startswith("item 0:") and "'colour'" in body["error"]
+    status, body, _ = server.post({"items": [{"id": "a", "title": "Lamp"}, {"id": "b", "title": "Vlog", "caption": "x"}]})
+    assert status == 422 and body["error"].startswith("item 1:") and "'caption'" in body["error"]
+    assert server.backend.calls == []
+
+
+def raw_request(url, payload) -> socket.socket:
+    """A connection with a whole POST /v1/moderate sent on it, its answer not read yet."""
+    body = json.dumps(payload).encode()
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /v1/moderate HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    return sock
+
+
+def status_of(sock: socket.socket) -> str:
+    """The HTTP status the server answered on a raw connection, or what went wrong instead."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+            data += chunk
+    except ConnectionResetError:
+        return "connection reset"
+    finally:
+        sock.close()
+    return data.split(b" ", 2)[1].decode() if data else "closed without an answer"
+
+
+def test_on_sigterm_connections_waiting_to_be_accepted_get_an_answer_not_a_reset(serve):
+    server = serve(delay=0.3)
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(server.post, {"items": demo(3)})
+        time.sleep(0.1)
+        # Keep the server's event loop busy for a moment, as under load, so that new connections
+        # wait in the kernel's accept backlog; SIGTERM arrives meanwhile.
+        loop = server.server.servers[0].get_loop()
+        loop.call_soon_threadsafe(time.sleep, 1.0)
+        time.sleep(0.1)
+        waiting = [raw_request(server.url, {"item": {"id": f"late-{i}", "title": "Lamp"}}) for i in range(8)]
+        server.server.should_exit = True  # what SIGTERM does
+        answers = [status_of(sock) for sock in waiting]
+        assert in_flight.result(timeout=30)[0] == 200
+    assert set(answers) <= {"200", "503"}, answers
