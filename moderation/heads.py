@@ -28,6 +28,7 @@ from moderation.errors import ConfigError
 from moderation.schema import POLICY_IDS
 
 LAYERS = (15, 20)
+PREFIX_END = "<item>\n"  # the shared part of a rendered item prompt ends here (prompts/*.txt)
 C = 0.05  # inverse L2 strength of the hidden-state heads, chosen on dev splits (finetune/MODEL_CARD.md)
 HEADS_FILE, LEXICAL_FILE, CARD_FILE = "heads.npz", "lexical.npz", "heads.json"
 HEADS_KEYS = ("mean", "scale", "coef", "intercept")
@@ -61,25 +62,68 @@ class HiddenFeatures:
         self.dim = model.config.hidden_size * len(self.layers)
 
     def __call__(self, texts: list[str], progress=None) -> np.ndarray:
+        """(texts x dim) features. Texts that share a prefix (everything up to `PREFIX_END`: the
+        prompt's region rules and framing) have it computed once: its key-value cache and its
+        hidden-state sums are reused for each text's own tokens, which gives the same mean."""
+        parts = [self._tokens(t) for t in texts]
+        self.last_tokens = sum(len(p) + len(s) for p, s in parts)  # what the last call read, for throughput figures
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (prefix, _) in enumerate(parts):
+            groups.setdefault(prefix, []).append(i)
+        for prefix, members in groups.items():
+            context = self._prefix(prefix)
+            lengths = [len(parts[i][1]) for i in members]
+            for batch in _length_batches(lengths, self.batch_tokens):
+                rows = [members[j] for j in batch]
+                out[rows] = self._pooled([parts[i][1] for i in rows], context)
+                if progress is not None:
+                    progress.update(len(rows))
+        return out
+
+    def _tokens(self, text: str) -> tuple[tuple[int, ...], list[int]]:
+        """The text's shared prefix and its own tokens, tokenized apart (the split falls after a
+        newline, where the tokenizer splits anyway), together at most `max_tokens`."""
+        cut = text.rfind(PREFIX_END)
+        cut = cut + len(PREFIX_END) if cut >= 0 else 0
+        encode = lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"] if t else []  # noqa: E731
+        prefix = encode(text[:cut])[:self.max_tokens // 2]
+        own = encode(text[cut:])[:self.max_tokens - len(prefix)]
+        return (tuple(prefix), own) if own else ((), prefix or [0])
+
+    def _prefix(self, prefix: tuple[int, ...]):
+        """(key-value cache, per-layer hidden-state sums, length) of a shared prefix; None for none."""
         import torch
 
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][:self.max_tokens] or [0] for t in texts]
-        self.last_tokens = sum(len(x) for x in ids)  # what the last call read, for throughput figures
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for batch in _length_batches([len(x) for x in ids], self.batch_tokens):
-            width = max(len(ids[i]) for i in batch)
-            tokens = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.float32)
-            for row, i in enumerate(batch):
-                tokens[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = 1
-            with torch.no_grad():  # right padding under the causal mask: real tokens never see a pad
-                hidden = self.model(input_ids=tokens, output_hidden_states=True).hidden_states
-            pooled = [(hidden[layer].float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True) for layer in self.layers]
-            out[batch] = torch.cat(pooled, dim=1).numpy()
-            if progress is not None:
-                progress.update(len(batch))
-        return out
+        if not prefix:
+            return None
+        with torch.no_grad():
+            result = self.model(input_ids=torch.tensor([prefix]), output_hidden_states=True, use_cache=True)
+        sums = [result.hidden_states[layer][0].float().sum(0) for layer in self.layers]
+        return result.past_key_values, sums, len(prefix)
+
+    def _pooled(self, ids: list[list[int]], context) -> np.ndarray:
+        """Mean-pooled chosen layers of prefix + own tokens, for one batch of texts."""
+        import copy
+
+        import torch
+
+        width = max(len(x) for x in ids)
+        tokens = torch.zeros((len(ids), width), dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.float32)
+        for row, x in enumerate(ids):
+            tokens[row, :len(x)] = torch.tensor(x)
+            mask[row, :len(x)] = 1
+        cache, sums, offset = context if context is not None else (None, [0.0] * len(self.layers), 0)
+        if cache is not None:
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(ids))
+        with torch.no_grad():  # right padding under the causal mask: real tokens never see a pad
+            hidden = self.model(input_ids=tokens, past_key_values=cache, use_cache=cache is not None,
+                                output_hidden_states=True).hidden_states
+        count = mask.sum(1, keepdim=True) + offset
+        pooled = [((hidden[layer].float() * mask[..., None]).sum(1) + total) / count for layer, total in zip(self.layers, sums)]
+        return torch.cat(pooled, dim=1).numpy()
 
 
 def _length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:

@@ -8,7 +8,7 @@ import torch
 
 from moderation.baselines import TfidfBaseline
 from moderation.errors import ConfigError
-from moderation.heads import CARD_FILE, HEADS_FILE, HiddenFeatures, PolicyHeads, has_heads, load_heads, save_heads, user_text
+from moderation.heads import CARD_FILE, HEADS_FILE, PREFIX_END, HiddenFeatures, PolicyHeads, has_heads, load_heads, save_heads, user_text
 from moderation.items import Item
 from moderation.schema import POLICY_IDS
 from moderation.screen import TfidfScorer
@@ -50,6 +50,17 @@ def test_pooled_features_do_not_depend_on_the_batch(tiny_model):
     np.testing.assert_allclose(alone[0], together[1], atol=0.05)
     with pytest.raises(ConfigError, match="layer 9"):
         HiddenFeatures(tiny_model, layers=(9,))
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_gives_the_features_of_the_whole_text(tiny_model):
+    features = HiddenFeatures(tiny_model, layers=(2, 4), batch_tokens=64)
+    rules = "Extra rules for region UK:\n- restricted here: knives\nModerate this listing item.\n" + PREFIX_END
+    texts = [rules + SPAM[0] + "\n</item>", rules + CLEAN[0] + "\n</item>", "no prefix here: " + CLEAN[1]]
+    shared = features(texts)
+    whole = [features._pooled([list(features._tokens(t)[0]) + features._tokens(t)[1]], None)[0] for t in texts]
+    np.testing.assert_allclose(shared, np.array(whole), atol=0.05)
+    assert [len(features._tokens(t)[0]) > 0 for t in texts] == [True, True, False]
+    assert features.last_tokens == sum(len(p) + len(o) for p, o in map(features._tokens, texts))
 
 
 def test_heads_separate_what_they_were_fitted_on_and_score_zero_without_positives():
