@@ -157,7 +157,7 @@ def test_a_version_2_store_gains_the_merchant_tables_and_keeps_its_checks(store_
         old.db.query("SELECT * FROM merchant_health")
     old.close()
     new = Store(store_url)
-    assert new.db.version() == len(MIGRATIONS) == 3
+    assert new.db.version() == len(MIGRATIONS) == 4
     assert [c.item["id"] for c in new.checks("q")] == ["l1"]
     assert MerchantStore(new).health() == [] and MerchantStore(new).appeals() == []
     new.close()

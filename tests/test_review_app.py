@@ -187,3 +187,135 @@ def test_export_and_import_of_a_mistyped_store_path_create_nothing(tmp_path, cap
     assert main(["review", "import", str(typo), str(tmp_path / "ls.json")]) == 2
     assert main(["review", "serve", "--db", str(typo)]) == 2
     assert not typo.exists() and not (tmp_path / "checks.jsonl").exists()
+
+
+# -- sessions that end (issue 16) -------------------------------------------------------------
+def session_cookie(c) -> str:
+    return c.cookies.get("moderation_review")
+
+
+def replay(store, cookie: str):
+    """A new browser that holds a copy of someone's session cookie."""
+    from fastapi.testclient import TestClient
+
+    c = TestClient(create_app(store))
+    c.cookies.set("moderation_review", cookie)
+    return c
+
+
+def logged_in(c) -> bool:
+    return c.get("/", follow_redirects=False).status_code == 200
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(store):
+    ann = client(store, "ann")
+    copied = session_cookie(ann)
+    ann.post("/logout", data={"csrf_token": csrf(ann.get("/").text)})
+    assert not logged_in(ann) and not logged_in(replay(store, copied))
+
+
+@pytest.mark.parametrize("change", ["password", "role", "disable"])
+def test_a_password_change_role_change_or_disabled_account_ends_its_sessions(store, change):
+    ann = client(store, "ann")
+    assert logged_in(ann)
+    if change == "password":
+        store.add_user("ann", "reviewer", auth.hash_password("a new password 1"))
+    elif change == "role":
+        store.add_user("ann", "lead", store.user("ann")["password_hash"])
+    else:
+        store.disable_user("ann")
+    assert not logged_in(ann)
+    if change == "disable":  # and a disabled account cannot log in again
+        page = ann.get("/login")
+        r = ann.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": csrf(page.text)})
+        assert r.status_code == 401
+    assert logged_in(client(store, "bob"))  # other people's sessions go on
+
+
+def test_cli_user_disable_ends_the_sessions_and_is_audited(store, store_url):
+    from moderation.cli import main
+
+    ann = client(store, "ann")
+    assert main(["review", "user", "disable", "ann", "--db", store_url]) == 0
+    assert not logged_in(ann)
+    assert store.audit_log()[-1]["action"] == "user_disable"
+    assert main(["review", "user", "disable", "nobody", "--db", store_url]) == 2
+
+
+# -- login throttling ---------------------------------------------------------------------------
+def try_login(c, name, password):
+    page = c.get("/login")
+    return c.post("/login", data={"name": name, "password": password, "csrf_token": csrf(page.text)}, follow_redirects=False)
+
+
+def test_failed_logins_lock_the_account_for_a_while_and_are_audited(store):
+    c = client(store)
+    statuses = [try_login(c, "ann", f"guess-{i}").status_code for i in range(6)]
+    assert statuses == [401] * 5 + [429]
+    locked = try_login(c, "ann", PASSWORD)  # even the right password waits out the lock
+    assert locked.status_code == 429 and "Too many failed logins" in locked.text and "retry-after" in locked.headers
+    assert try_login(c, "bob", PASSWORD).status_code == 303  # another account from the same address is fine
+    actions = [a["action"] for a in store.audit_log()]
+    assert actions.count("login_failed") == 5 and "login_locked" in actions
+
+
+def test_failed_logins_from_one_address_are_limited_across_accounts(store):
+    from fastapi.testclient import TestClient
+
+    attacker = TestClient(create_app(store), client=("203.0.113.9", 5000))
+    statuses = [try_login(attacker, f"user{i}", "guess-123").status_code for i in range(21)]
+    assert statuses[:20] == [401] * 20 and statuses[20] == 429
+    assert try_login(attacker, "bob", PASSWORD).status_code == 429
+    assert try_login(client(store), "bob", PASSWORD).status_code == 303  # from elsewhere bob logs in
+
+
+# -- cookies behind a TLS proxy ------------------------------------------------------------------
+def test_secure_cookies_behind_a_trusted_tls_proxy_or_when_told(store):
+    from fastapi.testclient import TestClient
+
+    from moderation.review.app import ReviewSettings
+
+    settings = ReviewSettings(forwarded_allow_ips="10.0.0.2")
+    via_proxy = TestClient(create_app(store, settings), client=("10.0.0.2", 4000))
+    cookie = via_proxy.get("/login", headers={"X-Forwarded-Proto": "https"}).headers["set-cookie"].lower()
+    assert "; secure" in cookie
+    spoofed = TestClient(create_app(store, settings), client=("198.51.100.7", 4000))  # not the proxy: header ignored
+    assert "; secure" not in spoofed.get("/login", headers={"X-Forwarded-Proto": "https"}).headers["set-cookie"].lower()
+    always = TestClient(create_app(store, ReviewSettings(secure_cookies=True)))
+    assert "; secure" in always.get("/login").headers["set-cookie"].lower()
+
+
+# -- smaller things -----------------------------------------------------------------------------
+def test_a_lead_re_deciding_a_finished_check_must_confirm_and_the_change_is_audited(store):
+    ann, lee = client(store, "ann"), client(store, "lee")
+    check_id, version, token = claim(ann)
+    ann.post(f"/checks/{check_id}", data={"csrf_token": token, "version": version, "action": "accept"})
+    done = store.get(check_id)
+    page = lee.get(f"/checks/{check_id}").text
+    lee_token = csrf(page)
+    assert 'name="redecide"' in page  # the confirmation the form asks for
+    r = lee.post(f"/checks/{check_id}", data={"csrf_token": lee_token, "version": str(done.version), "action": "escalate"})
+    assert r.status_code == 409 and "finished" in r.text
+    assert store.get(check_id).review_decision == "accept"
+    r = lee.post(f"/checks/{check_id}", data={"csrf_token": lee_token, "version": str(done.version), "action": "escalate",
+                                               "redecide": "yes"}, follow_redirects=False)
+    assert r.status_code == 303 and store.get(check_id).review_decision == "escalate"
+    entry = store.audit_log(check_id)[-1]
+    assert entry["action"] == "redecide" and entry["actor"] == "lee"
+    assert entry["detail"]["previous"] == "accept" and entry["detail"]["previous_reviewer"] == "ann"
+
+
+def test_the_403_page_has_a_way_back(store):
+    ann, bob = client(store, "ann"), client(store, "bob")
+    check_id, _, _ = claim(ann)
+    page = bob.get(f"/checks/{check_id}")
+    assert page.status_code == 403 and "not yours" in page.text
+    assert 'href="/"' in page.text and "bob (reviewer)" in page.text  # the usual header, and a link home
+
+
+def test_n_on_the_queue_list_starts_the_first_queue_with_work(store):
+    store.create_queue("later", entries(2), {})
+    page = client(store, "ann").get("/").text
+    # review.js presses the element with id="start" on `n`: the first queue with items left
+    start = re.search(r'<form method="post" action="/queues/([^/"]+)/next"[^>]*>\s*<input[^>]*>\s*<button[^>]*id="start"', page)
+    assert start and start.group(1) == "q"

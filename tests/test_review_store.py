@@ -46,11 +46,22 @@ def test_an_old_version_store_is_migrated_on_open_and_keeps_its_data(store_url):
         old.db.query("SELECT * FROM settings")
     old.close()
     new = Store(store_url)
-    assert new.db.version() == len(MIGRATIONS) == 3
+    assert new.db.version() == len(MIGRATIONS) == 4
     assert [c.item["id"] for c in new.checks("q")] == ["it-000", "it-001", "it-002"]
     assert new.setting("k", lambda: "v1") == "v1" and new.setting("k", lambda: "v2") == "v1"
     new.close()
-    assert Store(store_url).db.version() == 3  # reopening applies nothing twice
+    assert Store(store_url).db.version() == 4  # reopening applies nothing twice
+
+
+def test_a_version_3_store_keeps_its_accounts_and_gains_session_versions(store_url):
+    old = Store(store_url, migrate_to=3)
+    old.db.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES ('ann', 'lead', 'h', 't')")
+    old.close()
+    new = Store(store_url)
+    assert new.user("ann") == {"name": "ann", "role": "lead", "password_hash": "h", "session_version": 0, "disabled": 0}
+    new.disable_user("ann")
+    assert new.user("ann")["disabled"] == 1 and new.user("ann")["session_version"] == 1
+    new.close()
 
 
 def test_audit_log_is_append_only(store):

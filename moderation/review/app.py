@@ -3,13 +3,19 @@
 Item text is untrusted merchant input: templates autoescape everything, the only markup built
 in Python (evidence highlights, charts) escapes its text first, and a Content-Security-Policy
 without 'unsafe-inline' stops any script that slipped through. Every POST form carries the
-session's CSRF token; the session cookie is HMAC-signed, HttpOnly and SameSite=Strict.
+session's CSRF token; the session cookie is HMAC-signed, HttpOnly and SameSite=Strict (and Secure
+over HTTPS, or always with `secure_cookies`), and it is only good while its account's session
+version is the one it was issued with: logout, a new password or role, or disabling the account
+ends it at once. Failed logins are throttled per account and per address (review/throttle.py).
+See docs/security.md.
 """
 
 
 import hmac
 import logging
+import math
 import re
+from dataclasses import dataclass, field
 from html import escape
 from importlib import resources
 from typing import Any
@@ -18,6 +24,7 @@ from urllib.parse import quote
 from moderation.errors import InputError
 from moderation.review import auth, dashboard
 from moderation.review.store import ReviewConflict, Store
+from moderation.review.throttle import LoginLimits, LoginThrottle
 from moderation.review.verdicts import REVIEW_DECISIONS
 from moderation.schema import DECISIONS, POLICY_IDS
 
@@ -30,13 +37,25 @@ POLICY_KEYS = "1234567890-="  # keyboard keys that toggle the 12 policies in a c
 DECISION_KEYS = dict(zip(DECISIONS, "uiop"))
 
 
+@dataclass(frozen=True)
+class ReviewSettings:
+    """How the review app treats cookies, proxies and failed logins."""
+
+    secure_cookies: bool = field(default=False, metadata={"help": "Always mark the session cookie Secure (the app is "
+                                                                   "reached over HTTPS only)."})
+    forwarded_allow_ips: str = field(default="127.0.0.1", metadata={
+        "help": "Comma-separated addresses or networks of the proxies whose X-Forwarded-Proto and X-Forwarded-For "
+                "are believed ('*': any; never on a port the internet reaches)."})
+    login: LoginLimits = field(default_factory=LoginLimits, metadata={"help": "Failed-login throttling."})
+
+
 def highlight(text: str, quotes: list[str]):
     """Escaped text with each case-insensitive occurrence of a quote wrapped in <mark>."""
     from markupsafe import Markup
 
     spans = []
-    for quote in filter(None, (q.strip() for q in quotes)):
-        spans += [(m.start(), m.end()) for m in re.finditer(re.escape(quote), text, re.IGNORECASE)]
+    for q in filter(None, (q.strip() for q in quotes)):
+        spans += [(m.start(), m.end()) for m in re.finditer(re.escape(q), text, re.IGNORECASE)]
     out, at = [], 0
     for start, end in sorted(spans):
         if start < at:
@@ -81,16 +100,24 @@ class LoginRequired(Exception):
 class ReviewSite:
     """What the routes share: the store, the session secret, templates, and page helpers."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, settings: ReviewSettings | None = None):
         self.store = store
+        self.settings = settings or ReviewSettings()
         self.secret = store.setting("session_secret", auth.new_secret)
         self.templates = _templates()
+        self.throttle = LoginThrottle(store, self.settings.login)
 
     def session(self, request) -> dict[str, Any]:
         data = auth.read_session(request.cookies.get(COOKIE), self.secret)
-        if data and data.get("user") and not self.store.user(data["user"]):
-            data = None  # the account is gone
+        if data and data.get("user") and not self.current(data):
+            data = None
         return data or {"user": None, "csrf": auth.new_csrf_token()}
+
+    def current(self, data: dict[str, Any]) -> bool:
+        """Whether a signed session still holds: its account exists, is enabled, and has not ended its
+        sessions since (logout, a new password or role, disabling all bump the session version)."""
+        user = self.store.user(data["user"])
+        return bool(user) and not user["disabled"] and data.get("sv") == user["session_version"]
 
     def login_required(self, request) -> tuple[dict[str, Any], dict[str, Any]]:
         """(session, account) of a logged-in request.
@@ -107,13 +134,14 @@ class ReviewSite:
     def respond(self, request, response, sess):
         value = auth.sign_session({k: v for k, v in sess.items() if k != "iat"}, self.secret)
         response.set_cookie(COOKIE, value, max_age=auth.SESSION_MAX_AGE_S, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+                            secure=self.settings.secure_cookies or request.url.scheme == "https")
         return response
 
-    def page(self, request, name: str, sess, status: int = 200, **context):
+    def page(self, request, name: str, sess, status: int = 200, headers: dict[str, str] | None = None, **context):
         user = self.store.user(sess["user"]) if sess.get("user") else None
         context = {"user": user, "csrf": sess["csrf"], **context}
-        return self.respond(request, self.templates.TemplateResponse(request, name, context, status_code=status), sess)
+        response = self.templates.TemplateResponse(request, name, context, status_code=status, headers=headers)
+        return self.respond(request, response, sess)
 
     def redirect(self, request, url: str, sess):
         from fastapi.responses import RedirectResponse
@@ -147,6 +175,7 @@ class ReviewSite:
     def check_page(self, request, sess, user, check, status=200, error=None):
         flagged = (check.model_verdict or {}).get("violations", [])
         editable = user["role"] == "lead" or (check.status == "assigned" and check.assigned_to == user["name"])
+        # A finished check changes only with the lead's explicit confirmation (the form's `redecide` box).
         return self.page(request, "check.html", sess, status=status, check=check, error=error, editable=editable,
                          fields=item_fields(check.item, [v["evidence"] for v in flagged]),
                          progress=self.store.progress(check.queue, user["name"]),
@@ -154,15 +183,19 @@ class ReviewSite:
                          model_policies={v["policy"] for v in flagged})
 
 
-def create_app(store: Store):
+def create_app(store: Store, settings: ReviewSettings | None = None):
     """The FastAPI app over a store; the session secret lives in the store's settings."""
     from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse, RedirectResponse
+    from fastapi.responses import RedirectResponse
     from fastapi.staticfiles import StaticFiles
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-    site = ReviewSite(store)
+    site = ReviewSite(store, settings)
     app = FastAPI(title="moderation review", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=str(resources.files("moderation.review").joinpath("static"))), name="static")
+    # The scheme (for Secure cookies) and client address (for login throttling) come from
+    # X-Forwarded-Proto / X-Forwarded-For only when the connection is from a trusted proxy.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=site.settings.forwarded_allow_ips)
 
     @app.middleware("http")
     async def security_headers(request, call_next):
@@ -173,7 +206,7 @@ def create_app(store: Store):
 
     @app.exception_handler(PermissionError)
     async def forbidden(request, exc: PermissionError):
-        return HTMLResponse(f"<h1>Forbidden</h1><p>{escape(str(exc))}</p>", status_code=403)
+        return site.page(request, "forbidden.html", site.session(request), status=403, message=str(exc))
 
     @app.exception_handler(LoginRequired)
     async def to_login(request, exc: LoginRequired):
@@ -197,17 +230,28 @@ def _account_routes(app, site: ReviewSite) -> None:
     async def login(request: Request):
         sess = site.session(request)
         form = await site.form(request, sess)
-        name, password = str(form.get("name", "")), str(form.get("password", ""))
+        name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))
+        address = request.client.host if request.client else "unknown"
+        wait = site.throttle.refuse_for(name, address)
+        if wait:
+            return site.page(request, "login.html", sess, status=429, headers={"Retry-After": str(math.ceil(wait))},
+                             error=f"Too many failed logins: try again in {math.ceil(wait / 60)} minutes.")
         user = site.store.user(name)
-        if not user or not auth.check_password(password, user["password_hash"]):
-            logger.info("failed login for %r", name)
+        right = auth.check_password(password, user["password_hash"] if user else auth.dummy_hash())  # same time for any name
+        if not (user and right and not user["disabled"]):
+            logger.info("failed login for %r from %s", name, address)
+            site.throttle.failed(name, address)
             return site.page(request, "login.html", sess, status=401, error="Wrong name or password.")
-        return site.redirect(request, "/", {"user": name, "csrf": auth.new_csrf_token()})  # fresh token per login
+        site.throttle.succeeded(name)
+        # A fresh CSRF token per login; the session holds while the account's session version stays.
+        return site.redirect(request, "/", {"user": name, "sv": user["session_version"], "csrf": auth.new_csrf_token()})
 
     @app.post("/logout")
     async def logout(request: Request):
         sess = site.session(request)
         await site.form(request, sess)
+        if sess.get("user"):
+            site.store.end_sessions(sess["user"], "logout")  # every copy of the cookie, on every device
         return site.redirect(request, "/login", {"user": None, "csrf": auth.new_csrf_token()})
 
 
@@ -218,7 +262,8 @@ def _queue_routes(app, site: ReviewSite) -> None:
     def home(request: Request):
         sess, user = site.login_required(request)
         queues = [{**q, **site.store.progress(q["name"], user["name"])} for q in site.store.queues()]
-        return site.page(request, "queues.html", sess, queues=queues)
+        start = next((q["name"] for q in queues if q["done"] < q["total"]), None)  # what `n` starts
+        return site.page(request, "queues.html", sess, queues=queues, start=start)
 
     @app.get("/queues/{queue}")
     def queue_page(request: Request, queue: str):
@@ -258,7 +303,8 @@ def _check_routes(app, site: ReviewSite) -> None:
         as_lead = user["role"] == "lead" and check.assigned_to != user["name"]
         try:
             site.store.decide(check_id, user["name"], int(form.get("version", "-1")), action,
-                              notes=str(form.get("notes", "")), correction=correction, lead=as_lead)
+                              notes=str(form.get("notes", "")), correction=correction, lead=as_lead,
+                              redecide=form.get("redecide") == "yes")
         except ReviewConflict as exc:
             return site.check_page(request, sess, user, site.store.get(check_id), 409, str(exc))
         except (InputError, ValueError) as exc:

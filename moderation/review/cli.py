@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--lease", type=float, default=900, help="seconds a claimed item stays with its reviewer (default 900)")
+    _add_web_settings(p)
     p = rsub.add_parser("export", help="export finished case checks (jsonl, hf) or a queue as Label Studio tasks")
     p.add_argument("db", help="store: path, sqlite:///PATH or postgresql://...")
     p.add_argument("--format", default="jsonl", choices=EXPORT_FORMATS, help="jsonl (default), hf or label-studio")
@@ -60,6 +61,24 @@ def add_parser(sub) -> None:
     p.add_argument("--role", default="reviewer", choices=["reviewer", "lead"], help="reviewer (default) or lead")
     p.add_argument("--password-env", help="read the password from this environment variable instead of a prompt")
     p.add_argument("--db", default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
+    p = usub.add_parser("disable", help="disable an account: its sessions end at once and it cannot log in "
+                                        "(`user add` enables it again)")
+    p.add_argument("name", help="account name")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
+
+
+def _add_web_settings(p) -> None:
+    """`review serve`'s cookie and proxy flags, from ReviewSettings (defaults and help live there)."""
+    from dataclasses import fields
+
+    from moderation.review.app import ReviewSettings
+
+    meta = {f.name: f.metadata["help"] for f in fields(ReviewSettings)}
+    default = ReviewSettings()
+    p.add_argument("--secure-cookies", action="store_true", help=meta["secure_cookies"] + " Needed behind a TLS proxy "
+                   "that does not send X-Forwarded-Proto.")
+    p.add_argument("--forwarded-allow-ips", default=default.forwarded_allow_ips,
+                   help=f"{meta['forwarded_allow_ips']} (default {default.forwarded_allow_ips})")
 
 
 def _open(url, *, create: bool = False):
@@ -105,14 +124,16 @@ def _sample(args) -> int:
 def _serve(args) -> int:
     import uvicorn
 
-    from moderation.review.app import create_app
+    from moderation.review.app import ReviewSettings, create_app
     from moderation.review.store import Store, StoreConfig
 
     store = Store(args.db, StoreConfig(lease_s=args.lease), create=False)
     if not store.db.one("SELECT name FROM users LIMIT 1"):
         print("no accounts yet: add one with `moderation review user add NAME --role lead`", file=sys.stderr)
+    settings = ReviewSettings(secure_cookies=args.secure_cookies, forwarded_allow_ips=args.forwarded_allow_ips)
     print(f"review app on http://{args.host}:{args.port}/ (store {args.db})")
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
+    # The app reads the proxy headers itself (from --forwarded-allow-ips), so uvicorn must not.
+    uvicorn.run(create_app(store, settings), host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 
@@ -139,6 +160,10 @@ def _import(args) -> int:
 
 
 def _user(args) -> int:
+    if args.user_command == "disable":
+        _open(args.db).disable_user(args.name)
+        print(f"account {args.name!r} disabled in {args.db}; its sessions have ended")
+        return 0
     from moderation.review.auth import hash_password
 
     password = _password_from_env(args.password_env) if args.password_env else _password_from_prompt(args.name)

@@ -78,6 +78,19 @@ MIGRATIONS: list[list[str | dict[str, str]]] = [
         " region TEXT, language TEXT, filed_by TEXT NOT NULL, created_at TEXT NOT NULL, resolved_at TEXT)",
         "CREATE INDEX merchant_appeals_merchant ON merchant_appeals (merchant, status)",
     ],
+    [  # 4: sessions that end (a per-account session version the cookie must match), disabled
+        # accounts, and failed logins (for throttling per account and per address)
+        "ALTER TABLE users ADD COLUMN session_version INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
+        {
+            "sqlite": "CREATE TABLE login_failures (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,"
+            " account TEXT NOT NULL, address TEXT NOT NULL)",
+            "postgresql": "CREATE TABLE login_failures (id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL,"
+            " account TEXT NOT NULL, address TEXT NOT NULL)",
+        },
+        "CREATE INDEX login_failures_account ON login_failures (account, at)",
+        "CREATE INDEX login_failures_address ON login_failures (address, at)",
+    ],
 ]
 
 

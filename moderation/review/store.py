@@ -136,15 +136,35 @@ class Store:
             raise InputError(f"user name must be 1-64 letters, digits, '.', '-' or '_', got {name!r}")
         with self.db.transaction():
             existed = self.db.one("SELECT name FROM users WHERE name = ?", (name,))
-            if existed:
-                self.db.execute("UPDATE users SET role = ?, password_hash = ? WHERE name = ?", (role, password_hash, name))
+            if existed:  # a new password or role (or a re-enabled account) ends the sessions it had
+                self.db.execute("UPDATE users SET role = ?, password_hash = ?, disabled = 0,"
+                                " session_version = session_version + 1 WHERE name = ?", (role, password_hash, name))
             else:
                 self.db.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)",
                                 (name, role, password_hash, now_iso()))
             self.audit(actor, "user_update" if existed else "user_add", user=name, role=role)
 
     def user(self, name: str) -> dict[str, Any] | None:
-        return self.db.one("SELECT name, role, password_hash FROM users WHERE name = ?", (name,))
+        """The account: name, role, password_hash, session_version, disabled (None if there is none)."""
+        return self.db.one("SELECT name, role, password_hash, session_version, disabled FROM users WHERE name = ?", (name,))
+
+    def disable_user(self, name: str, actor: str = "cli") -> None:
+        """Disable an account: it cannot log in, and its sessions end at once (`user add` enables it again).
+
+        Raises:
+            InputError: there is no such account.
+        """
+        with self.db.transaction():
+            if not self.db.execute("UPDATE users SET disabled = 1, session_version = session_version + 1"
+                                   " WHERE name = ?", (name,)):
+                raise InputError(f"no account {name!r}")
+            self.audit(actor, "user_disable", user=name)
+
+    def end_sessions(self, name: str, reason: str) -> None:
+        """End every session of an account (logout ends them on every device)."""
+        with self.db.transaction():
+            self.db.execute("UPDATE users SET session_version = session_version + 1 WHERE name = ?", (name,))
+            self.audit(name, reason, user=name)
 
     # -- queues --------------------------------------------------------------------------
     def create_queue(self, name: str, entries: list[dict[str, Any]], params: dict[str, Any], actor: str = "cli") -> int:
@@ -251,14 +271,20 @@ class Store:
         notes: str = "",
         correction: dict[str, Any] | None = None,
         lead: bool = False,
+        redecide: bool = False,
     ) -> CaseCheck:
-        """Record a reviewer's decision on a case check they hold (a lead may also redo a done one).
+        """Record a reviewer's decision on a case check they hold (a lead may also redo a done one,
+        with `redecide`; the audit row then keeps the decision, verdict and reviewer it replaced).
 
         Raises:
-            ReviewConflict: the check changed since `version` was read, or is held by another reviewer.
+            ReviewConflict: the check changed since `version` was read, is held by another reviewer,
+                or is finished and `redecide` was not given.
             InputError: the decision or correction is not valid.
         """
         check = self.get(check_id)
+        if check.status == "done" and not redecide:
+            raise ReviewConflict(f"case check {check_id} is finished ({check.review_decision} by {check.reviewer}); "
+                                 "confirm that you want to change that review")
         item = item_from_record(check.item)
         verdict = reviewer_verdict(review_decision, item, check.model_verdict, **(correction or {}))
         owner = "" if lead else " AND assigned_to = ?"
@@ -271,8 +297,10 @@ class Store:
                 f" WHERE check_id = ? AND version = ?{owner}", params)
             if changed != 1:
                 raise ReviewConflict(f"case check {check_id} changed since it was opened (version {version}); reload it")
-            self.audit(reviewer, "decide", check_id, decision=review_decision, verdict=verdict, notes=notes[:2000],
-                        previous=check.review_decision, version=version + 1)
+            changed = {"previous_reviewer": check.reviewer, "previous_verdict": check.reviewer_verdict} \
+                if check.status == "done" else {}
+            self.audit(reviewer, "redecide" if changed else "decide", check_id, decision=review_decision, verdict=verdict,
+                       notes=notes[:2000], previous=check.review_decision, version=version + 1, **changed)
         return self.get(check_id)
 
     def import_decision(self, check_id: str, reviewer: str, review_decision: str, verdict: dict | None,

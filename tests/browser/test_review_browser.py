@@ -234,3 +234,40 @@ def test_lead_dashboard_shows_charts_and_agreement(server):
         page.goto(url + "/dashboard")
         assert page.locator("svg.chart rect.bar").count() > 0
         browser.close()
+
+
+def test_log_in_press_n_and_a_finished_review_changes_only_once_its_box_is_ticked(server):
+    """The README's "log in, press n" starts the first queue with work; a lead's key press on a
+    finished check changes nothing until "change this finished review" is ticked, and is audited."""
+    from playwright.sync_api import sync_playwright
+    from review_services import entries
+
+    from moderation.review.auth import hash_password
+
+    url, db = server
+    store = Store(db)
+    store.create_queue("fresh", entries(2), {})
+    store.add_user("dan", "reviewer", hash_password(PASSWORD))
+    first_with_work = next(q["name"] for q in store.queues() if q["done"] < q["total"])
+    with sync_playwright() as p:
+        browser = launch(p)
+        dan = browser.new_context().new_page()
+        login(dan, url, "dan")
+        press_and_wait(dan, "n")  # on the queue list, right after logging in
+        assert "/checks/" in dan.url
+        check_id = current_check(dan)
+        assert store.get(check_id).queue == first_with_work and store.get(check_id).assigned_to == "dan"
+        press_and_wait(dan, "a")
+        lee = browser.new_context().new_page()
+        login(lee, url, "lee")
+        lee.goto(url + f"/checks/{check_id}")
+        lee.keyboard.press("e")  # not ticked: nothing happens
+        lee.wait_for_timeout(300)
+        assert lee.url.endswith(f"/checks/{check_id}") and store.get(check_id).review_decision == "accept"
+        lee.check("#redecide")
+        lee.locator("body").click(position={"x": 5, "y": 5})  # focus off the box, so the key is a shortcut
+        press_and_wait(lee, "e")
+        browser.close()
+    done = store.get(check_id)
+    assert done.review_decision == "escalate" and done.reviewer == "lee"
+    assert store.audit_log(check_id)[-1]["action"] == "redecide"

@@ -32,6 +32,9 @@
       if (key === "Escape") { document.getElementById("correct").hidden = true; ev.preventDefault(); }
       return;  // while correcting, a/s/e are not shortcuts
     }
+    // A finished check changes only once its "change this finished review" box is ticked.
+    var redecide = document.getElementById("redecide");
+    if (redecide && !redecide.checked && "acse".indexOf(key) >= 0) return;
     var actions = { a: "accept", s: "skip", e: "escalate", n: "start" };
     if (key === "c") { openCorrection(); ev.preventDefault(); return; }
     if (actions[key] && click(actions[key])) ev.preventDefault();
