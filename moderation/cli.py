@@ -150,8 +150,8 @@ def cmd_run(args) -> int:
     from tqdm import tqdm
 
     from moderation.batch import BatchRunner, ErrorBudgetExceeded, print_summary, run_figures, summarize
-    from moderation.items import ReadLimits, describe_input, detect_format, parse_column_map, read_items
-    from moderation.runfile import check_resume
+    from moderation.items import ReadLimits, detect_format, parse_column_map, read_items
+    from moderation.runfile import check_resume, describe_input
 
     path = Path(args.input)
     fmt = args.format or detect_format(path)

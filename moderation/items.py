@@ -373,19 +373,6 @@ def read_stream(source, fmt: str, *, name: str, **opts) -> Iterator[Row]:
     return (_read_jsonl if fmt == "jsonl" else _read_csv)(source, name, **opts)
 
 
-def describe_input(path: str | Path, *, fmt: str, columns: Mapping[str, str] | None, default_kind: str,
-                   limits: ReadLimits) -> dict[str, Any]:
-    """The input's part of a run file's manifest: the file's identity (name, size and the SHA-256
-    of its bytes: one read of the whole file) and how it is read (format, column map, kind, limits)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return {"input": {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()},
-            "read": {"format": fmt, "columns": dict(columns or {}), "kind": default_kind, **dataclasses.asdict(limits)}}
-
-
 def no_items_hint(path: str | Path, fmt: str, reasons: Mapping[str, int]) -> str | None:
     """A likely cause when no row of a file became an item: from its first bytes and the error reasons."""
     path = Path(path)

@@ -15,18 +15,20 @@ its new record takes the stale one's place when the file is closed.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from moderation import __version__
 from moderation.errors import ConfigError
-from moderation.items import Item, RowError
+from moderation.items import Item, ReadLimits, RowError
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +168,19 @@ def _input_label(made_by: dict[str, Any]) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 70 else text[:67] + "..."
+
+
+def describe_input(path: str | Path, *, fmt: str, columns: Mapping[str, str] | None, default_kind: str,
+                   limits: ReadLimits) -> dict[str, Any]:
+    """The input's part of a run file's manifest: the file's identity (name, size and the SHA-256
+    of its bytes: one read of the whole file) and how it is read (format, column map, kind, limits)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return {"input": {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()},
+            "read": {"format": fmt, "columns": dict(columns or {}), "kind": default_kind, **dataclasses.asdict(limits)}}
 
 
 def check_resume(output: Path, made_by: dict[str, Any], advice: str = RUN_ADVICE) -> bool:
