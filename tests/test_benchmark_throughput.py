@@ -56,10 +56,19 @@ def test_the_table_has_a_column_per_system_and_a_dash_where_a_figure_does_not_ap
 
 def test_unknown_systems_are_refused_by_name():
     bench = load()
-    args = argparse.Namespace(systems="score first,fastest", inputs="demo")
+    args = argparse.Namespace(systems="score first,fastest", inputs="demo", full_on_platform=False)
     try:
         bench.systems_report(args)
     except SystemExit as exc:
         assert "fastest" in str(exc)
     else:
         raise AssertionError("an unknown system was accepted")
+
+
+def test_full_generation_skips_the_platform_dump_unless_asked():
+    bench = load()
+    args = argparse.Namespace(inputs="demo,marketplace,platform", full_on_platform=False)
+    assert bench.worker_inputs(args, "full generation") == "demo,marketplace"
+    assert bench.worker_inputs(args, "score first") == "demo,marketplace,platform"
+    args.full_on_platform = True
+    assert bench.worker_inputs(args, "full generation") == "demo,marketplace,platform"

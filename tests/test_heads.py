@@ -140,3 +140,31 @@ def test_a_scorer_decides_with_the_default_action_and_is_in_provenance(make_mode
     assert provenance["scorer_sha"] == FixedScorer.sha and provenance["decided_by"] == "scores"
     assert moderator.with_adapter(None).scorer is moderator.scorer
     assert make_moderator(scorer=FixedScorer(lambda t: 0.0), scores=False).scorer is None
+
+
+def test_score_first_records_of_a_run_validate_and_every_flagged_item_has_a_generated_verdict_with_evidence(
+        make_moderator, tmp_path):
+    from jsonschema import Draft202012Validator
+
+    from moderation.batch import BatchRunner, RunOptions
+    from moderation.pipeline import ALLOW_RATIONALE
+    from moderation.runfile import read_output
+    from moderation.schema import verdict_schema
+
+    thresholds = {"spam": 0.5}
+    moderator = make_moderator(thresholds=thresholds, scorer=FixedScorer(lambda text: 0.9 if "WIN" in text else 0.1))
+    items = [Item(f"s{i}", "listing", {"title": t}) for i, t in enumerate(SPAM + CLEAN)]
+    BatchRunner(moderator, RunOptions(chunk_size=2, thresholds=thresholds)).run([(i + 1, item) for i, item in enumerate(items)], tmp_path / "out.jsonl")
+    records = list(read_output(tmp_path / "out.jsonl"))
+    validator = Draft202012Validator(verdict_schema())
+    assert len(records) == len(items)
+    for record, item in zip(records, items):
+        assert not list(validator.iter_errors(record["verdict"]))
+        assert record["provenance"]["decided_by"] == "scores" and record["provenance"]["scorer_sha"] == FixedScorer.sha
+        if record["flagged"]:
+            assert record["verdict"]["decision"] != "allow" and record["verdict"]["rationale"] != ALLOW_RATIONALE
+            assert all(v["evidence"] and v["evidence"].lower() in item.text().lower() for v in record["verdict"]["violations"])
+        else:
+            assert record["verdict"]["rationale"] == ALLOW_RATIONALE
+    flagged = sum("WIN" in t for t in SPAM + CLEAN)
+    assert sum(bool(r["flagged"]) for r in records) == flagged == sum(len(call) for call in moderator.backend.calls) > 0
