@@ -257,14 +257,14 @@ def check_budget(stats: RunStats, options: RunOptions, who: str = "") -> None:
 
 
 def records_made_by(moderator: Moderator, options: RunOptions | None = None, screen=None) -> dict[str, Any]:
-    """What a run file's records depend on besides the rows, for its manifest: the model part of
-    the provenance (model, adapter, backend, prompt, policy, thresholds, scorer hashes) and the
-    settings that change records (scores on or off, grounded evidence, attempts, output tokens,
-    the thresholds that set `flagged`, the screen)."""
-    provenance = moderator.provenance()
+    """What a run file's records depend on besides the rows, for its manifest: the moderator's
+    provenance, whole (model, adapter, backend, prompt, policy, thresholds and scorer hashes, how
+    verdicts are decided, and whatever else it records) and the settings that change records
+    (scores on or off, grounded evidence, attempts, output tokens, the thresholds that set
+    `flagged`, the screen)."""
     flag_thresholds = (options or RunOptions()).thresholds
     return {
-        "model": {k: provenance.get(k) for k in (*SOURCE_KEYS, "decided_by")},
+        "model": dict(moderator.provenance()),
         "records": {
             "scores": moderator.scores,
             "grounded_evidence": moderator.grounded_evidence,
