@@ -40,6 +40,7 @@ def add_backend_args(p) -> None:
     engine_help = BackendConfig.help()
     p.add_argument("--max-num-seqs", type=int, help=engine_help["max_num_seqs"])
     p.add_argument("--max-num-batched-tokens", type=int, help=engine_help["max_num_batched_tokens"])
+    p.add_argument("--kv-cache-gib", type=float, default=0.0, help=engine_help["kv_cache_gib"])
     p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, default=None, help=engine_help["chunked_prefill"])
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
@@ -133,6 +134,7 @@ def build_moderator(args):
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
         chunked_prefill=args.chunked_prefill,
+        kv_cache_gib=args.kv_cache_gib,
         base_url=args.base_url,
         concurrency=args.concurrency,
         adapters=adapters,

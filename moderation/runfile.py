@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # What a stored verdict depends on besides the content (the provenance's keys).
 SOURCE_KEYS = ("model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "thresholds_sha",
-               "scorer_sha")
+               "scorer_sha", "rationale_chars")
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
 RUN_ADVICE = "rerun with --restart to start it over (its records are deleted), or write to a new -o file"
@@ -170,17 +170,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-def describe_input(path: str | Path, *, fmt: str, columns: Mapping[str, str] | None, default_kind: str,
-                   limits: ReadLimits) -> dict[str, Any]:
+def describe_input(path: str | Path, *, fmt: str, columns: Mapping[str, Any] | None, default_kind: str,
+                   limits: ReadLimits, strict_columns: bool = False) -> dict[str, Any]:
     """The input's part of a run file's manifest: the file's identity (name, size and the SHA-256
-    of its bytes: one read of the whole file) and how it is read (format, column map, kind, limits)."""
+    of its bytes: one read of the whole file) and how it is read (format, column map, kind, limits,
+    and --strict-columns where it is on: a manifest from before that option still matches without it)."""
     path = Path(path)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
     return {"input": {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()},
-            "read": {"format": fmt, "columns": dict(columns or {}), "kind": default_kind, **dataclasses.asdict(limits)}}
+            "read": {"format": fmt, "columns": dict(columns or {}), "kind": default_kind, **dataclasses.asdict(limits),
+                     **({"strict_columns": True} if strict_columns else {})}}
 
 
 def check_resume(output: Path, made_by: dict[str, Any], advice: str = RUN_ADVICE) -> bool:

@@ -24,6 +24,7 @@ class BackendConfig:
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
     max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: sequences per engine step, at most; None: the engine's default."})
     max_num_batched_tokens: int | None = field(default=None, metadata={"help": "vLLM: tokens per engine step, at most; None: the engine's default."})
+    kv_cache_gib: float = field(default=0.0, metadata={"help": "vLLM: KV-cache space in GiB; 0: the engine's default (--gpu-memory-utilization of the GPU, or of RAM on CPU)."})
     chunked_prefill: bool | None = field(default=None, metadata={"help": "vLLM: split long prompts across engine steps; None: the engine's default."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
@@ -37,6 +38,8 @@ class BackendConfig:
                 raise ConfigError(f"BackendConfig.{name} must be at least 1, got {getattr(self, name)!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        if self.kv_cache_gib < 0:
+            raise ConfigError(f"BackendConfig.kv_cache_gib must be 0 (the engine's default) or more, got {self.kv_cache_gib!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
             raise ConfigError(f"BackendConfig.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         names = [a.name for a in self.adapters]

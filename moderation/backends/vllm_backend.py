@@ -49,6 +49,7 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
         **{key: value for key, value in (("block_size", config.block_size), ("max_num_seqs", config.max_num_seqs),
                                          ("max_num_batched_tokens", config.max_num_batched_tokens),
                                          ("enable_chunked_prefill", config.chunked_prefill)) if value is not None},
+        **({"kv_cache_memory_bytes": int(config.kv_cache_gib * 2**30)} if config.kv_cache_gib else {}),
         **lora,
     }
 
