@@ -218,7 +218,7 @@ class ModerationService:
         records = []
         for job, outcome in zip(jobs, outcomes):
             self.line += 1
-            records.append(output_record(self.line, job.item, provenance, outcome, cached=False))
+            records.append(output_record(self.line, job.item, provenance, outcome, cached=False, thresholds=moderator.thresholds))
         if self.journal is not None:
             self.journal.append(records)  # durable before any client sees a verdict
         for job, record in zip(jobs, records):

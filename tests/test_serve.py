@@ -13,7 +13,7 @@ from conftest import DEMO, read_jsonl
 
 from moderation.backends import BackendConfig
 from moderation.backends.fake import FakeBackend, item_text_of, keyword_verdict
-from moderation.batch import BatchRunner
+from moderation.batch import BatchRunner, RunOptions
 from moderation.errors import ConfigError
 from moderation.items import read_items
 from moderation.model import Adapter
@@ -31,9 +31,9 @@ def slow_verdict(delay):
 class Server:
     """A uvicorn server in a thread on a free loopback port."""
 
-    def __init__(self, policy, template, delay=0.0, adapters=(), **options):
+    def __init__(self, policy, template, delay=0.0, adapters=(), thresholds=None, **options):
         backend = FakeBackend(BackendConfig(adapters=adapters), respond=slow_verdict(delay) if delay else None)
-        base = Moderator(backend, policy, template)
+        base = Moderator(backend, policy, template, thresholds=thresholds)
         self.backend = backend
         self.metrics = Metrics()
         self.service = ModerationService({None: base, **{a.name: base.with_adapter(a) for a in adapters}},
@@ -104,6 +104,19 @@ def test_single_and_batch_requests_give_the_records_run_gives(serve, tmp_path, m
         assert record["content_sha"] == want["content_sha"]
         assert {k: v for k, v in record["provenance"].items() if k not in ("latency_ms",)} == \
                {k: v for k, v in want["provenance"].items() if k not in ("latency_ms",)}
+
+
+def test_score_first_serve_gives_the_records_run_gives_flagged_policies_included(serve, tmp_path, make_moderator):
+    thresholds = {p: 0.5 for p in ("counterfeit_ip", "fraud_scam", "spam", "off_platform_transaction")}
+    out = tmp_path / "run.jsonl"
+    BatchRunner(make_moderator(thresholds=thresholds), RunOptions(thresholds=thresholds)).run(read_items(DEMO), out)
+    expected = {r["id"]: r for r in read_jsonl(out)}
+    status, batch, _ = serve(thresholds=thresholds).post({"items": demo(12)})
+    assert status == 200 and any(r["flagged"] for r in batch["results"]) and not all(r["flagged"] for r in batch["results"])
+    for record in batch["results"]:
+        want = expected[record["id"]]
+        assert (record["verdict"], record["scores"], record["flagged"]) == (want["verdict"], want["scores"], want["flagged"])
+        assert record["provenance"]["decided_by"] == want["provenance"]["decided_by"] == "scores"
 
 
 def test_oversized_and_malformed_requests_are_refused_with_reasons(serve):
