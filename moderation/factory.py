@@ -19,6 +19,7 @@ from moderation.schema import RATIONALE_MAX_CHARS
 
 def add_backend_args(p) -> None:
     """The flags that choose and configure the backend, model, prompt and thresholds."""
+    engine_help = BackendConfig.help()
     p.add_argument("--backend", default="vllm", help="vllm (default), transformers, openai or fake")
     p.add_argument("--model", default="default",
                    help="'default' (SmolLM2-135M-Instruct with the shipped moderation adapter merged, its prompt and "
@@ -31,16 +32,15 @@ def add_backend_args(p) -> None:
     p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
     p.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
     p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
-    p.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
+    p.add_argument("--dtype", default="auto", help=engine_help["dtype"])
     p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
                    help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
     p.add_argument("--max-model-len", type=int, default=8192, help="vLLM: prompt plus output tokens, at most (default 8192)")
-    p.add_argument("--block-size", type=int, help="vLLM: KV-cache block size in tokens (default: the engine's, 128 on CPU)")
-    engine_help = BackendConfig.help()
+    p.add_argument("--block-size", type=int, help=engine_help["block_size"])
     p.add_argument("--max-num-seqs", type=int, help=engine_help["max_num_seqs"])
     p.add_argument("--max-num-batched-tokens", type=int, help=engine_help["max_num_batched_tokens"])
-    p.add_argument("--kv-cache-gib", type=float, default=0.0, help=engine_help["kv_cache_gib"])
+    p.add_argument("--kv-cache-gib", type=float, help=engine_help["kv_cache_gib"])
     p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, default=None, help=engine_help["chunked_prefill"])
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")

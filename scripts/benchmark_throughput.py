@@ -44,11 +44,11 @@ sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "moderation" / "data" / "demo_dump.jsonl"
 
 # system -> the `moderation run` flags that make it (the ceiling builds no engine)
-SYSTEMS = {
-    "full generation": ["--backend", "vllm", "--thresholds", "none", "--no-scores"],
+SYSTEMS = {  # in the order they run
     "score first": ["--backend", "vllm"],
-    "transformers": ["--backend", "transformers"],
+    "full generation": ["--backend", "vllm", "--thresholds", "none", "--no-scores"],
     "ceiling": ["--backend", "vllm"],
+    "transformers": ["--backend", "transformers"],
 }
 INPUTS = ("demo", "marketplace", "platform")
 # (label, environment, flags): weights dtype and KV-cache space are always explicit (so the rows keep their

@@ -20,11 +20,13 @@ class BackendConfig:
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
     enforce_eager: bool | None = field(default=None, metadata={"help": "vLLM: skip compilation and graph capture; None means yes on CPU, no on GPU."})
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
-    block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens (prefix caching reuses whole blocks); None: the engine's default (128 on CPU)."})
-    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16 or float16."})
+    block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens (prefix caching reuses whole blocks); default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
+    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto (vLLM on CPU: bfloat16, measured fastest there; else the checkpoint's), float32, bfloat16 or float16."})
     max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: sequences per engine step, at most; None: the engine's default."})
     max_num_batched_tokens: int | None = field(default=None, metadata={"help": "vLLM: tokens per engine step, at most; None: the engine's default."})
-    kv_cache_gib: float = field(default=0.0, metadata={"help": "vLLM: KV-cache space in GiB; 0: the engine's default (--gpu-memory-utilization of the GPU, or of RAM on CPU)."})
+    kv_cache_gib: float | None = field(default=None, metadata={"help": (
+        "vLLM: KV-cache space in GiB; default: 2 on CPU (docs/throughput.md), the engine's own on GPU; "
+        "0: the engine's own (--gpu-memory-utilization of the GPU, or of RAM on CPU).")})
     chunked_prefill: bool | None = field(default=None, metadata={"help": "vLLM: split long prompts across engine steps; None: the engine's default."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
@@ -38,7 +40,7 @@ class BackendConfig:
                 raise ConfigError(f"BackendConfig.{name} must be at least 1, got {getattr(self, name)!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        if self.kv_cache_gib < 0:
+        if self.kv_cache_gib is not None and self.kv_cache_gib < 0:
             raise ConfigError(f"BackendConfig.kv_cache_gib must be 0 (the engine's default) or more, got {self.kv_cache_gib!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
             raise ConfigError(f"BackendConfig.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")

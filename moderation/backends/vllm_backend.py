@@ -16,6 +16,11 @@ from moderation.model import model_profile, model_sha, resolve_model
 from moderation.scoring import LabelProbe, TokenScorer
 
 logger = logging.getLogger(__name__)
+# Measured on 2 CPU cores by scripts/benchmark_throughput.py --sweep (docs/throughput.md): a 2 GiB KV cache is as
+# fast as half the RAM with 40% of the memory and 60% of the start-up; 32-token blocks reuse more of the shared
+# prompt prefix than the default 128 and were the fastest setting.
+CPU_KV_CACHE_GIB = 2
+CPU_BLOCK_SIZE = 32
 MIN_OUTPUT_TOKENS = 64  # room for the smallest verdict (decision, no violations, short rationale)
 
 
@@ -29,8 +34,11 @@ def sampling_kwargs(request: GenerationRequest, config: BackendConfig) -> dict[s
 
 def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[str, Any]:
     """Engine settings. On CPU, compilation costs minutes of start-up for little gain at this
-    model size, so eager mode is the default there."""
+    model size, so eager mode is the default there; so are bfloat16 weights, a 2 GiB KV cache and
+    32-token blocks, chosen by `scripts/benchmark_throughput.py --sweep` (docs/throughput.md)."""
     eager = on_cpu if config.enforce_eager is None else config.enforce_eager
+    kv_gib = (CPU_KV_CACHE_GIB if on_cpu else 0) if config.kv_cache_gib is None else config.kv_cache_gib
+    block = config.block_size or (CPU_BLOCK_SIZE if on_cpu else None)
     lora = {}
     if config.adapters:  # one base model, any number of LoRA adapters picked per request
         lora = {"enable_lora": True, "max_loras": len(config.adapters),
@@ -44,12 +52,12 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
         # with a named grammar backend, so name xgrammar rather than "auto".
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         "max_model_len": config.max_model_len,
-        "dtype": config.dtype,
+        "dtype": "bfloat16" if on_cpu and config.dtype == "auto" else config.dtype,
         "seed": config.seed,
-        **{key: value for key, value in (("block_size", config.block_size), ("max_num_seqs", config.max_num_seqs),
+        **{key: value for key, value in (("block_size", block), ("max_num_seqs", config.max_num_seqs),
                                          ("max_num_batched_tokens", config.max_num_batched_tokens),
                                          ("enable_chunked_prefill", config.chunked_prefill)) if value is not None},
-        **({"kv_cache_memory_bytes": int(config.kv_cache_gib * 2**30)} if config.kv_cache_gib else {}),
+        **({"kv_cache_memory_bytes": int(kv_gib * 2**30)} if kv_gib else {}),
         **lora,
     }
 
