@@ -20,7 +20,7 @@ class BackendConfig:
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
     enforce_eager: bool | None = field(default=None, metadata={"help": "vLLM: skip compilation and graph capture; None means yes on CPU, no on GPU."})
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
-    block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens (prefix caching reuses whole blocks); default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
+    block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens; default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto (vLLM on CPU: bfloat16, measured fastest there; else the checkpoint's), float32, bfloat16 or float16."})
     max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: sequences per engine step, at most; None: the engine's default."})
     max_num_batched_tokens: int | None = field(default=None, metadata={"help": "vLLM: tokens per engine step, at most; None: the engine's default."})
