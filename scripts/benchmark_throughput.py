@@ -317,34 +317,52 @@ def header(args) -> str:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-def systems_report(args) -> tuple[str, dict]:
-    chosen = args.systems.split(",")
-    unknown = set(chosen) - set(SYSTEMS)
-    if unknown:
-        raise SystemExit(f"unknown system(s) {sorted(unknown)}; choose from {list(SYSTEMS)}")
-    by_system = {}
-    for system in chosen:
-        print(f"running {system} ...", file=sys.stderr, flush=True)
-        by_system[system] = run_worker(args, system)
-    parts = [header(args)]
-    for name in args.inputs.split(","):
-        parts += [f"### {name}", table({system: figures[name] for system, figures in by_system.items() if name in figures})]
-    json_out = {"setup": parts[0], "results": by_system}
-    return "\n\n".join(parts), json_out
+SWEEP_COLUMNS = [("items/s", "items_per_s", "{:.2f}"), ("CPU-seconds / 1,000 items", "cpu_s_per_1000_items", "{:,.0f}"),
+                 ("generated tokens per generated verdict", "completion_per_generated", "{:.1f}"),
+                 ("peak RSS (GB)", "peak_rss_gb", "{:.2f}"), ("start-up (s)", "startup_s", "{:.0f}")]
 
 
-def sweep_report(args) -> tuple[str, dict]:
+def sweep_table(results: dict[str, dict]) -> str:
+    """A row per setting (the sweep has more settings than a page has columns)."""
+    lines = ["| setting | " + " | ".join(c[0] for c in SWEEP_COLUMNS) + " |", "|---" * (len(SWEEP_COLUMNS) + 1) + "|"]
+    for label, result in results.items():
+        cells = derived(result)
+        lines.append(f"| {label} | " + " | ".join(fmt.format(cells[key]) for _, key, fmt in SWEEP_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def render(saved: dict) -> str:
+    """The Markdown of saved figures: per input, a table of systems (or of sweep settings)."""
+    by_run, sweep = saved["results"], saved.get("mode") == "sweep"
+    parts = [saved["setup"]]
+    inputs = dict.fromkeys(name for figures in by_run.values() for name in figures)
+    for name in inputs:
+        runs = {label: figures[name] for label, figures in by_run.items() if name in figures}
+        parts += [f"### {name}", sweep_table(runs) if sweep else table(runs)]
+    return "\n\n".join(parts)
+
+
+def measure(args) -> dict:
+    """Run the systems (or the sweep's settings) and keep their figures with how they were made."""
     results = {}
-    for label, env, flags in SWEEP:
-        print(f"sweep: {label} ...", file=sys.stderr, flush=True)
-        results[label] = run_worker(args, "score first", flags, env)
-        figures = results[label][args.inputs.split(",")[0]]
-        print(f"sweep: {label}: {figures['items_per_s']:.2f} items/s, {figures['cpu_s_per_1000_items']:.0f} CPU-s/1,000 items",
-              file=sys.stderr, flush=True)
-    parts = [header(args) + "; system `score first`"]
-    for name in args.inputs.split(","):
-        parts += [f"### {name}", table({label: figures[name] for label, figures in results.items()})]
-    return "\n\n".join(parts), {"setup": parts[0], "results": results}
+    if args.sweep:
+        for label, env, flags in SWEEP:
+            print(f"sweep: {label} ...", file=sys.stderr, flush=True)
+            results[label] = run_worker(args, "score first", flags, env)
+            figures = results[label][args.inputs.split(",")[0]]
+            print(f"sweep: {label}: {figures['items_per_s']:.2f} items/s, {figures['cpu_s_per_1000_items']:.0f} CPU-s/1,000 items",
+                  file=sys.stderr, flush=True)
+    else:
+        chosen = args.systems.split(",")
+        unknown = set(chosen) - set(SYSTEMS)
+        if unknown:
+            raise SystemExit(f"unknown system(s) {sorted(unknown)}; choose from {list(SYSTEMS)}")
+        for system in chosen:
+            print(f"running {system} ...", file=sys.stderr, flush=True)
+            results[system] = run_worker(args, system)
+    setup = header(args) + ("; system `score first`" if args.sweep else "")
+    command = "python scripts/benchmark_throughput.py " + " ".join(a for a in sys.argv[1:])
+    return {"mode": "sweep" if args.sweep else "systems", "command": command.strip(), "setup": setup, "results": results}
 
 
 def main() -> None:
@@ -359,6 +377,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="measure vLLM's CPU settings one at a time instead")
     parser.add_argument("--json", default=str(ROOT / "runs" / "benchmark_throughput.json"), help="figures as JSON")
     parser.add_argument("--markdown", help="also put the tables into this Markdown file, in place of the ones it made before")
+    parser.add_argument("--render", metavar="JSON", help="print (and with --markdown splice) the tables of figures saved by an earlier run; measures nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -368,17 +387,19 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    text, figures = sweep_report(args) if args.sweep else systems_report(args)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+    else:
+        saved = measure(args)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(saved, indent=2) + "\n")
+    text = render(saved)
     print(text)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     if args.markdown:
         from moderation.report import splice_markdown
 
-        mode = "sweep" if args.sweep else "systems"
-        start, end = f"<!-- benchmark_throughput:{mode}:start -->", f"<!-- benchmark_throughput:{mode}:end -->"
-        command = "python scripts/benchmark_throughput.py " + " ".join(sys.argv[1:])
-        splice_markdown(Path(args.markdown), f"{start}\n\nMade by `{command}`: {text}\n\n{end}", start, end)
+        start, end = f"<!-- benchmark_throughput:{saved['mode']}:start -->", f"<!-- benchmark_throughput:{saved['mode']}:end -->"
+        splice_markdown(Path(args.markdown), f"{start}\n\nMade by `{saved['command']}`: {text}\n\n{end}", start, end)
 
 
 if __name__ == "__main__":

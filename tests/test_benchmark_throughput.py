@@ -56,9 +56,9 @@ def test_the_table_has_a_column_per_system_and_a_dash_where_a_figure_does_not_ap
 
 def test_unknown_systems_are_refused_by_name():
     bench = load()
-    args = argparse.Namespace(systems="score first,fastest", inputs="demo", full_on_platform=False)
+    args = argparse.Namespace(systems="score first,fastest", inputs="demo", full_on_platform=False, sweep=False)
     try:
-        bench.systems_report(args)
+        bench.measure(args)
     except SystemExit as exc:
         assert "fastest" in str(exc)
     else:
@@ -72,3 +72,14 @@ def test_full_generation_skips_the_platform_dump_unless_asked():
     assert bench.worker_inputs(args, "score first") == "demo,marketplace,platform"
     args.full_on_platform = True
     assert bench.worker_inputs(args, "full generation") == "demo,marketplace,platform"
+
+
+def test_saved_figures_render_again_as_the_same_tables():
+    bench = load()
+    result = {"items": 10, "wall_s": 2.0, "items_per_s": 5.0, "cpu_s_per_1000_items": 300.0, "startup_s": 1.0,
+              "prompt_tokens": 1000, "completion_tokens": 200, "generated": 4, "verdicts": 10, "peak_rss_gb": 1.5}
+    systems = {"mode": "systems", "setup": "here", "results": {"a": {"demo": result}, "b": {"demo": result, "platform": result}}}
+    text = bench.render(systems)
+    assert text.startswith("here") and "### demo" in text and "### platform" in text and "| | a | b |" in text and "| | b |" in text
+    sweep = bench.render({**systems, "mode": "sweep"})
+    assert "| setting | items/s |" in sweep and "| a | 5.00 | 300 | 50.0 | 1.50 | 1 |" in sweep
