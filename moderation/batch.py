@@ -6,6 +6,7 @@ another input or with other settings) is moderation.runfile.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -132,7 +133,7 @@ class ChunkModerator:
 
     Args:
         moderator: the LLM stage.
-        options: run settings (cache size, thresholds).
+        options: run settings (cache size, thresholds; unset thresholds are the moderator's).
         screen: optional cheap first stage (moderation.screen.Screen); items it clears get an
             allow verdict without the LLM.
         store: optional persistent verdict cache (moderation.verdict_store.VerdictStore), shared
@@ -142,6 +143,8 @@ class ChunkModerator:
     def __init__(self, moderator: Moderator, options: RunOptions | None = None, *, screen=None, store=None):
         self.moderator = moderator
         self.options = options or RunOptions()
+        if self.options.thresholds is None and moderator.thresholds:  # score first flags what it decided on
+            self.options = dataclasses.replace(self.options, thresholds=moderator.thresholds)
         self.screen = screen
         self.store = store
         self.cache = VerdictCache(self.options.cache_size)

@@ -22,7 +22,15 @@ from moderation.errors import (
     InputError,
     ModerationError,
 )
-from moderation.factory import add_backend_args, build_moderator, run_moderator, run_options, run_screen, run_store
+from moderation.factory import (
+    add_backend_args,
+    add_stage_args,
+    build_moderator,
+    run_moderator,
+    run_options,
+    run_screen,
+    run_store,
+)
 from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
 from moderation.screen_cli import add_screen_parser, cmd_screen
@@ -42,12 +50,7 @@ def _add_run(sub) -> None:
     p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
-    p.add_argument("--screen", metavar="DIR",
-                   help="a cheap first stage (from `moderation screen fit`): items it is confident are clean get an "
-                        "allow verdict without the LLM")
-    p.add_argument("--verdict-cache", metavar="PATH",
-                   help="persistent SQLite verdict cache shared across runs, keyed by content, model, adapter, prompt "
-                        "and policy: repeated items skip the LLM")
+    add_stage_args(p)
     g = p.add_argument_group("distributed (Ray Data)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local (default): this process; ray: a Ray cluster, with OUTPUT a directory of shards")
@@ -97,6 +100,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"largest body (default {d.max_body_bytes})")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help=f"seconds a request waits before 504 (default {d.timeout_s:g})")
     p.add_argument("--journal", help="append every record to this run file (reloaded on start, for idempotent retries)")
+    add_stage_args(p)
     add_backend_args(p)
 
 
@@ -254,7 +258,8 @@ def cmd_serve(args) -> int:
     adapters = base.backend.config.adapters
     moderators = {None: base, **{a.name: base.with_adapter(a) for a in adapters}}
     metrics = Metrics()
-    server = build_server(ModerationService(moderators, options, metrics), metrics, host=args.host, port=args.port,
+    service = ModerationService(moderators, options, metrics, screen=run_screen(args), store=run_store(args))
+    server = build_server(service, metrics, host=args.host, port=args.port,
                           log_level="info" if args.verbose else "warning")
     print(f"serving on http://{args.host}:{args.port}/v1/moderate (adapters: {[a.name for a in adapters] or 'none'})",
           file=sys.stderr)

@@ -54,6 +54,16 @@ def add_backend_args(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_stage_args(p) -> None:
+    """The flags of what `run` and `serve` put before the model: the screen and the verdict cache."""
+    p.add_argument("--screen", metavar="DIR",
+                   help="a cheap first stage (from `moderation screen fit`): items it is confident are clean get an "
+                        "allow verdict without the LLM")
+    p.add_argument("--verdict-cache", metavar="PATH",
+                   help="persistent SQLite verdict cache shared across runs, keyed by content, model, adapter, prompt "
+                        "and policy: repeated items skip the LLM")
+
+
 def run_options(args):
     from moderation.batch import RunOptions
 

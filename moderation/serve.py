@@ -1,5 +1,8 @@
 """`moderation serve`: the engine behind an HTTP API, with the same verdict records as `run`.
 
+Records are made by the batch runner's `ChunkModerator`, as in `run`: the screen, the in-memory
+and persistent verdict caches, score first and the `flagged` policies of the thresholds.
+
 Requests put items on one bounded queue; a single worker thread takes up to `max_batch`
 items at a time (waiting at most `max_wait_ms` for a batch to fill), so concurrent clients
 share large engine batches. The item id is the idempotency key: a retried id with the same
@@ -23,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moderation.batch import VerdictCache, output_record, records_made_by
+from moderation.batch import ChunkModerator, RunOptions, RunStats
 from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, ReadLimits, RowError, item_field_names, parse_json, read_row
 from moderation.pipeline import Moderator
@@ -81,10 +84,14 @@ class ModerationService:
         moderators: one Moderator per adapter name (None: the base model), sharing a backend.
         options: limits and batching.
         metrics: a `Metrics` to update, or None.
+        run_options, screen, store: as for `run` (moderation.batch.ChunkModerator): thresholds and
+            cache size, the first-stage screen, the persistent verdict cache.
     """
 
-    def __init__(self, moderators: dict[str | None, Moderator], options: ServeOptions, metrics: Metrics | None = None):
+    def __init__(self, moderators: dict[str | None, Moderator], options: ServeOptions, metrics: Metrics | None = None, *,
+                 run_options: RunOptions | None = None, screen=None, store=None):
         self.moderators, self.options, self.metrics = moderators, options, metrics
+        self.chunks = {name: ChunkModerator(m, run_options, screen=screen, store=store) for name, m in moderators.items()}
         self.jobs: queue.Queue[_Job] = queue.Queue()
         self.queued = 0
         self.lock = threading.Lock()
@@ -97,9 +104,8 @@ class ModerationService:
             self._open_journal(Path(options.journal))
 
     def _open_journal(self, path: Path) -> None:
-        base = self.moderators[None]
-        self.journal = OutputFile(path, VerdictCache(1), records_made_by(base),
-                                  advice="start the server with a new --journal file")
+        base = self.chunks[None]
+        self.journal = OutputFile(path, base.cache, base.made_by, advice="start the server with a new --journal file")
         for record in read_output(path):
             self.line = max(self.line, record["line"])
             if record.get("id") and "content_sha" in record:
@@ -199,14 +205,18 @@ class ModerationService:
             with self.lock:
                 self.queued -= len(batch)
             for adapter in dict.fromkeys(job.adapter for job in batch):
-                self._run([job for job in batch if job.adapter == adapter], self.moderators[adapter])
+                self._run([job for job in batch if job.adapter == adapter], self.chunks[adapter])
             if self.metrics:
                 self.metrics.queue_depth.set(self.queued)
 
-    def _run(self, jobs: list[_Job], moderator: Moderator) -> None:
-        started = time.perf_counter()
+    def _run(self, jobs: list[_Job], chunks: ChunkModerator) -> None:
+        started, before = time.perf_counter(), dataclasses.replace(chunks.stats)
+        rows = []
+        for job in jobs:
+            self.line += 1
+            rows.append((self.line, job.item))
         try:
-            outcomes = moderator.moderate([job.item for job in jobs])
+            records = chunks.records(rows)
         except Exception as exc:  # the engine failed as a whole: fail these requests, forget the ids
             logger.exception("engine call failed")
             with self.lock:
@@ -214,17 +224,12 @@ class ModerationService:
             for job in jobs:
                 job.future.set_exception(BackendError(f"engine failed: {exc}"))
             return
-        provenance = moderator.provenance()
-        records = []
-        for job, outcome in zip(jobs, outcomes):
-            self.line += 1
-            records.append(output_record(self.line, job.item, provenance, outcome, cached=False, thresholds=moderator.thresholds))
         if self.journal is not None:
             self.journal.append(records)  # durable before any client sees a verdict
         for job, record in zip(jobs, records):
             job.future.set_result(record)
         if self.metrics:
-            self.metrics.observe_batch(records, outcomes, time.perf_counter() - started)
+            self.metrics.observe_batch(records, before, chunks.stats, time.perf_counter() - started)
 
     def stop_accepting(self) -> None:
         """Refuse new requests with 503 (and /healthz with 503); the worker finishes what is queued."""
@@ -260,14 +265,15 @@ class Metrics:
         self.cached_tokens = Counter("moderation_cached_prompt_tokens", "Prompt tokens served from the prefix cache", registry=r)
         self.completion_tokens = Counter("moderation_completion_tokens", "Tokens generated", registry=r)
 
-    def observe_batch(self, records: list[dict], outcomes: list, seconds: float) -> None:
+    def observe_batch(self, records: list[dict], before: RunStats, after: RunStats, seconds: float) -> None:
+        """One engine batch: its records, and the token counts it added to the run's stats."""
         self.batch_size.observe(len(records))
         self.batch_seconds.observe(seconds)
-        for record, outcome in zip(records, outcomes):
+        for record in records:
             self.items.labels("verdict" if "verdict" in record else "error").inc()
-            self.prompt_tokens.inc(outcome.prompt_tokens)
-            self.cached_tokens.inc(outcome.cached_tokens)
-            self.completion_tokens.inc(outcome.completion_tokens)
+        self.prompt_tokens.inc(after.prompt_tokens - before.prompt_tokens)
+        self.cached_tokens.inc(after.cached_tokens - before.cached_tokens)
+        self.completion_tokens.inc(after.completion_tokens - before.completion_tokens)
 
 
 def parse_body(body: bytes, options: ServeOptions) -> tuple[list[Item], str | None, bool]:

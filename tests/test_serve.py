@@ -31,13 +31,13 @@ def slow_verdict(delay):
 class Server:
     """A uvicorn server in a thread on a free loopback port."""
 
-    def __init__(self, policy, template, delay=0.0, adapters=(), thresholds=None, **options):
+    def __init__(self, policy, template, delay=0.0, adapters=(), thresholds=None, screen=None, store=None, **options):
         backend = FakeBackend(BackendConfig(adapters=adapters), respond=slow_verdict(delay) if delay else None)
         base = Moderator(backend, policy, template, thresholds=thresholds)
         self.backend = backend
         self.metrics = Metrics()
         self.service = ModerationService({None: base, **{a.name: base.with_adapter(a) for a in adapters}},
-                                         ServeOptions(**options), self.metrics)
+                                         ServeOptions(**options), self.metrics, screen=screen, store=store)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -117,6 +117,35 @@ def test_score_first_serve_gives_the_records_run_gives_flagged_policies_included
         want = expected[record["id"]]
         assert (record["verdict"], record["scores"], record["flagged"]) == (want["verdict"], want["scores"], want["flagged"])
         assert record["provenance"]["decided_by"] == want["provenance"]["decided_by"] == "scores"
+
+
+class TitleScreen:
+    """A first stage that clears every item whose text mentions a kettle or a blanket."""
+
+    name, sha, threshold = "homeware", "h0me", 0.5
+
+    def clear(self, items):
+        return [{"name": self.name, "score": 0.0, "threshold": self.threshold, "sha": self.sha}
+                if any(w in item.text().lower() for w in ("kettle", "blanket")) else None for item in items]
+
+
+def test_serve_has_runs_screen_and_persistent_verdict_cache(serve, tmp_path, make_moderator):
+    from moderation.verdict_store import VerdictStore
+
+    rows = demo(24)
+    out = tmp_path / "run.jsonl"
+    BatchRunner(make_moderator(), screen=TitleScreen()).run(read_items(DEMO), out)
+    expected = {r["id"]: r for r in read_jsonl(out)}
+    status, batch, _ = serve(screen=TitleScreen()).post({"items": rows})
+    assert status == 200 and any("screen" in r for r in batch["results"])
+    for record in batch["results"]:
+        assert (record["verdict"], record.get("screen")) == (expected[record["id"]]["verdict"], expected[record["id"]].get("screen"))
+    store = VerdictStore(tmp_path / "verdicts.sqlite")
+    first = serve(store=store)
+    first.post({"items": rows})
+    second = serve(store=store)  # a restarted server: the store answers, the engine is not called
+    status, again, _ = second.post({"items": rows})
+    assert status == 200 and second.backend.calls == [] and all(r["provenance"]["cached"] for r in again["results"])
 
 
 def test_oversized_and_malformed_requests_are_refused_with_reasons(serve):
