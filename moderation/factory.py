@@ -8,9 +8,7 @@ nothing here imports the CLI.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from moderation.backends.base import BackendConfig
 from moderation.errors import ConfigError
@@ -101,7 +99,7 @@ def model_profile_for(args):
 
 def run_thresholds(args) -> dict[str, float] | None:
     """--thresholds FILE, 'none', or (unset) the model's shipped thresholds, if any; scores off: none."""
-    from moderation.scoring import check_thresholds
+    from moderation.scoring import check_thresholds, load_thresholds
 
     path = getattr(args, "thresholds", None)
     if path == "none" or not getattr(args, "scores", True):
@@ -109,11 +107,7 @@ def run_thresholds(args) -> dict[str, float] | None:
     if path is None:
         shipped = model_profile_for(args).thresholds
         return check_thresholds(shipped, f"the thresholds shipped with --model {args.model}") if shipped else None
-    try:
-        thresholds = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"--thresholds {path}: {exc}") from None
-    return check_thresholds(thresholds, f"--thresholds {path}")
+    return load_thresholds(path)
 
 
 def load_adapters(specs: list[str]):

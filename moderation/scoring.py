@@ -22,6 +22,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from moderation.schema import DECISIONS, POLICY_IDS
@@ -187,6 +188,24 @@ def check_thresholds(thresholds: Any, where: str) -> dict[str, float]:
     if bad:
         raise ConfigError(f"{where}: expected {{policy id: number in [0, 1]}}, bad entries {bad}")
     return {k: float(v) for k, v in thresholds.items()}
+
+
+def load_thresholds(path: str | Path, flag: str = "--thresholds") -> dict[str, float]:
+    """A thresholds file ({policy id: number in [0, 1]}, as `moderation eval --llm-dev` writes), checked;
+    the one reader of thresholds files for run, serve, eval, review and merchants.
+
+    Raises:
+        ConfigError: unreadable, not JSON, or not {policy id: number in [0, 1]} (named with `flag`).
+    """
+    import json
+
+    from moderation.errors import ConfigError
+
+    try:
+        thresholds = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{flag} {path}: {exc}") from None
+    return check_thresholds(thresholds, f"{flag} {path}")
 
 
 def combine(decision: dict[str, float], policy: dict[str, float]) -> dict[str, Any]:

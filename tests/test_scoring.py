@@ -139,3 +139,18 @@ def test_bad_thresholds_file_is_a_usage_error(tmp_path, capsys):
     bad.write_text('{"spam": 3}')
     assert main(["run", str(DEMO), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake", "--thresholds", str(bad)]) == 2
     assert "number in [0, 1]" in capsys.readouterr().err
+
+
+def test_one_thresholds_reader_checks_policy_ids_and_range_for_every_command(tmp_path):
+    from moderation.errors import ConfigError
+    from moderation.scoring import load_thresholds
+
+    good = tmp_path / "t.json"
+    good.write_text('{"spam": 0.4, "fraud_scam": 1}')
+    assert load_thresholds(good) == {"spam": 0.4, "fraud_scam": 1.0}
+    for text, problem in (('{"spam": 1.5}', "bad entries"), ('{"spamm": 0.5}', "bad entries"), ("[0.5]", "expected"), ("{", "")):
+        good.write_text(text)
+        with pytest.raises(ConfigError, match=f"--thresholds {good}.*{problem}"):
+            load_thresholds(good)
+    with pytest.raises(ConfigError, match="review sample --thresholds"):
+        load_thresholds(tmp_path / "missing.json", "review sample --thresholds")

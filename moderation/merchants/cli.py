@@ -102,7 +102,7 @@ def _run_inputs(args):
 def _score(args) -> int:
     from moderation.merchants.ledger import read_run
     from moderation.merchants.store import as_of
-    from moderation.review.sample import load_thresholds
+    from moderation.scoring import load_thresholds
 
     config, mstore, now = _config(args), _mstore(args), as_of(args.now)
     verdicts = []
@@ -114,7 +114,7 @@ def _score(args) -> int:
     if verdicts:
         mstore.save_inputs(verdicts)
     # Each score uses its own flags; they are stored so that appeal and decide recompute the same way.
-    params = {"thresholds": load_thresholds(args.thresholds), "count_unscored": args.count_unscored}
+    params = {"thresholds": load_thresholds(args.thresholds) if args.thresholds else {}, "count_unscored": args.count_unscored}
     mstore.save_params(params)
     result = mstore.recompute(config, now, thresholds=params["thresholds"], count_unscored=params["count_unscored"])
     _print_health(result, config)
@@ -227,9 +227,9 @@ def _fairness(args) -> int:
 def _eval_rows(args):
     from moderation.merchants import fairness
     from moderation.merchants.ledger import ItemVerdict, model_violations
-    from moderation.review.sample import load_thresholds
+    from moderation.scoring import load_thresholds
 
-    config, thresholds = _config(args), load_thresholds(args.thresholds)
+    config, thresholds = _config(args), (load_thresholds(args.thresholds) if args.thresholds else {})
 
     def enforces(item, record) -> bool:
         v = ItemVerdict("-", item, record["verdict"], record.get("scores"), "", "")

@@ -77,18 +77,6 @@ def load_run(path: str | Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (str(r.get("id")), r["line"]))
 
 
-def load_thresholds(path: str | Path | None) -> dict[str, float]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read thresholds file {path}: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-        raise ConfigError(f"thresholds file {path} must hold a JSON object of policy: number")
-    return {str(k): float(v) for k, v in data.items()}
-
-
 def item_record(item: Item) -> dict[str, Any]:
     """How an item is stored with its case check: id, kind and all fields."""
     return {"id": item.id, **item.content()}
