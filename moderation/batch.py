@@ -99,6 +99,8 @@ def output_record(line: int | None, row: Item | RowError, provenance: dict, outc
     if isinstance(row, Item):
         record["kind"] = row.kind
         record["content_sha"] = row.content_sha
+        if row.ignored_columns:
+            record["ignored_columns"] = list(row.ignored_columns)
     latency = outcome.latency_ms if outcome and not cached else 0
     if isinstance(row, RowError):
         record["error"] = {"stage": "input", "reason": row.reason}
@@ -372,11 +374,12 @@ def summarize(path: str | Path) -> dict[str, Any]:
 
 def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Counts over output records (of a file, or of the Ray engine's shards)."""
-    decisions, policies, kinds, error_stages, reasons = Counter(), Counter(), Counter(), Counter(), Counter()
+    decisions, policies, kinds, error_stages, reasons, ignored = (Counter() for _ in range(6))
     rows = 0
     for record in records:
         rows += 1
         kinds[record.get("kind") or "unknown"] += 1
+        ignored.update(record.get("ignored_columns", ()))
         if "verdict" in record:
             decisions[record["verdict"]["decision"]] += 1
             policies.update(v["policy"] for v in record["verdict"]["violations"])
@@ -394,6 +397,7 @@ def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "kinds": dict(kinds.most_common()),
         "errors_by_stage": dict(error_stages),
         "top_error_reasons": dict(reasons.most_common(8)),
+        "ignored_columns": dict(ignored.most_common()),
     }
 
 
@@ -438,5 +442,10 @@ def print_summary(summary: dict, output, summary_path: Path | None = None) -> No
             print(f"{title}:")
             for name, count in summary[key].items():
                 print(f"  {count:>7}  {name}")
+    if summary.get("ignored_columns"):
+        print("columns with text that no field reads (not moderated; map them with --columns KIND.FIELD=COLUMN, "
+              "mark them --columns ignore=COLUMN, or refuse such rows with --strict-columns):")
+        for name, count in summary["ignored_columns"].items():
+            print(f"  {count:>7}  rows: {name}")
     if summary_path:
         print(f"summary written to {summary_path}")

@@ -36,6 +36,11 @@ from moderation.review import cli as review_cli
 from moderation.screen_cli import add_screen_parser, cmd_screen
 
 logger = logging.getLogger("moderation")
+COLUMNS_HELP = ("column mapping: 'field=column,kind.field=column,...' (kind.field for one kind only, e.g. "
+                "merchant.name=shop_title; kind.ignore=COLUMN for a column read on purpose by no field) or a "
+                ".json/.yaml file of {field: column} and/or one section per kind")
+STRICT_COLUMNS_HELP = ("a row with text in a column that no field reads becomes an error record (default: the item "
+                       "is moderated without it, and the summary names the column)")
 
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="moderate a dump (JSONL, CSV or Parquet) into a JSONL file of verdicts")
@@ -46,7 +51,8 @@ def _add_run(sub) -> None:
     p.add_argument("--restart", action="store_true", help="start OUTPUT over (its records are deleted) instead of resuming it")
     p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="input format, when the file name does not tell")
     p.add_argument("--kind", default="listing", help="kind of rows without a 'kind' column (listing, merchant, creator_video, live_chat)")
-    p.add_argument("--columns", help="column mapping: 'field=column,...' or a .json/.yaml file of {field: column}")
+    p.add_argument("--columns", help=COLUMNS_HELP)
+    p.add_argument("--strict-columns", action="store_true", help=STRICT_COLUMNS_HELP)
     p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
     p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
@@ -161,9 +167,10 @@ def cmd_run(args) -> int:
     fmt = args.format or detect_format(path)
     limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
     columns = parse_column_map(args.columns)
-    rows = read_items(path, fmt=fmt, columns=columns, default_kind=args.kind, limits=limits)
+    rows = read_items(path, fmt=fmt, columns=columns, default_kind=args.kind, limits=limits, strict_columns=args.strict_columns)
     rows = _peek(rows)  # surface InputError (missing, empty, binary file) before loading a model
-    made_from = describe_input(path, fmt=fmt, columns=columns, default_kind=args.kind, limits=limits)
+    made_from = describe_input(path, fmt=fmt, columns=columns, default_kind=args.kind, limits=limits,
+                               strict_columns=args.strict_columns)
     if not args.restart:
         check_resume(Path(args.output), made_from)  # another input: refused before a model loads
     options = run_options(args)

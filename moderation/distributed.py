@@ -118,13 +118,18 @@ class FileRows:
 
 def encode_row(row: Item | RowError) -> str:
     if isinstance(row, Item):
-        return json.dumps({"item": {"id": row.id, "kind": row.kind, "fields": row.fields}}, ensure_ascii=False)
+        item = {"id": row.id, "kind": row.kind, "fields": row.fields}
+        if row.ignored_columns:
+            item["ignored_columns"] = row.ignored_columns
+        return json.dumps({"item": item}, ensure_ascii=False)
     return json.dumps({"error": {"line": row.line, "id": row.id, "reason": row.reason}}, ensure_ascii=False)
 
 
 def decode_row(text: str) -> Item | RowError:
     data = json.loads(text)
-    return Item(**data["item"]) if "item" in data else RowError(**data["error"])
+    if "item" not in data:
+        return RowError(**data["error"])
+    return Item(**{**data["item"], "ignored_columns": tuple(data["item"].get("ignored_columns", ()))})
 
 
 def expand_files(batch: dict, reader: FileRows, done_ref=None) -> Iterator[dict]:
@@ -333,7 +338,8 @@ def _read(args):
     fs, root, files = input_files(args.input)
     fmt = args.format or detect_format(Path(files[0]))
     limits = ReadLimits(max_row_bytes=args.max_row_bytes, max_text_chars=args.max_text_chars)
-    opts = {"columns": parse_column_map(args.columns), "default_kind": args.kind, "limits": limits}
+    opts = {"columns": parse_column_map(args.columns), "default_kind": args.kind, "limits": limits,
+            "strict_columns": args.strict_columns}
     names = {f: (i, posixpath.relpath(f, root) if len(files) > 1 else "") for i, f in enumerate(files)}
     return FileRows(fmt, opts, names), ray.data.read_binary_files(files, include_paths=True, filesystem=fs)
 

@@ -20,40 +20,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from moderation.columns import (
+    COMMON_FIELDS,
+    KIND_FIELDS,
+    KINDS,
+    column_for,
+    field_sources,
+    item_field_names,  # noqa: F401  (callers import it from here)
+    parse_column_map,  # noqa: F401  (callers import it from here)
+    single_columns,
+    unread_text_columns,
+)
 from moderation.errors import ConfigError, InputError
 
-# Field types: "text" (a string), "number" (a finite float), "mapping" (str -> scalar),
-# "messages" (chat lines: {"user", "text"}), "list" (a list of strings).
-COMMON_FIELDS = {"region": "text", "language": "text"}
-KIND_FIELDS: dict[str, dict[str, str]] = {
-    "listing": {
-        "title": "text",
-        "description": "text",
-        "price": "number",
-        "currency": "text",
-        "category": "text",
-        "seller": "text",
-        "attributes": "mapping",
-    },
-    "merchant": {
-        "name": "text",
-        "about": "text",
-        "business_type": "text",
-        "licence": "text",
-        "contact": "text",
-        "website": "text",
-        "categories": "list",
-    },
-    "creator_video": {"creator": "text", "caption": "text", "transcript": "text"},
-    "live_chat": {"channel": "text", "messages": "messages"},
-}
-KINDS = tuple(KIND_FIELDS)
 FORMATS = ("jsonl", "csv", "parquet")
-
-
-def item_field_names(kind: str) -> set[str]:
-    """Every field an item of this kind takes, `id` and `kind` included."""
-    return {"id", "kind", *COMMON_FIELDS, *KIND_FIELDS[kind]}
 
 
 @dataclass(frozen=True)
@@ -79,11 +59,13 @@ class Item:
     """One thing to moderate: a listing, merchant profile, creator video or live-chat window.
 
     `fields` holds the kind's typed fields (see KIND_FIELDS) that are present, in schema order.
+    `ignored_columns` names the row's columns that held text no field reads (not moderated).
     """
 
     id: str
     kind: str
     fields: dict[str, Any]
+    ignored_columns: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def region(self) -> str | None:
@@ -168,43 +150,53 @@ def _strings(value: Any) -> Iterator[str]:
         yield str(value)
 
 
-def parse_column_map(spec: str | None) -> dict[str, str]:
-    """Parse `field=column,field=column` or a JSON/YAML file of {field: column}."""
-    if not spec:
-        return {}
-    path = Path(spec)
-    if path.suffix in {".json", ".yaml", ".yml"}:
-        if not path.is_file():
-            raise ConfigError(f"column map file not found: {spec}")
-        import yaml
-
-        mapping = yaml.safe_load(path.read_text())
-        if not isinstance(mapping, dict):
-            raise ConfigError(f"column map file {spec} must hold a mapping of field: column")
-    else:
-        mapping = {}
-        for pair in spec.split(","):
-            name, sep, column = pair.partition("=")
-            if not sep or not name.strip() or not column.strip():
-                raise ConfigError(f"bad column mapping {pair!r}: expected field=column")
-            mapping[name.strip()] = column.strip()
-    known = {"id", "kind", *COMMON_FIELDS, *(f for fs in KIND_FIELDS.values() for f in fs)}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise ConfigError(f"column map names unknown fields {unknown}; known fields: {sorted(known)}")
-    return {str(k): str(v) for k, v in mapping.items()}
-
-
 def build_item(
-    raw: Mapping[str, Any], line: int, *, columns: Mapping[str, str], default_kind: str, limits: ReadLimits
+    raw: Mapping[str, Any], line: int, *, columns: Mapping[str, Any], default_kind: str, limits: ReadLimits,
+    strict_columns: bool = False,
 ) -> Item | RowError:
-    """Turn one raw row into an Item, or a RowError saying exactly what is wrong."""
+    """Turn one raw row into an Item, or a RowError saying exactly what is wrong.
 
-    def get(name: str) -> Any:
-        value = raw.get(columns.get(name, name))
-        return None if value == "" else value
+    Args:
+        raw: the row, column -> value.
+        line: its line (or row) number, for error records.
+        columns: a column map (moderation.columns.parse_column_map).
+        default_kind: the kind of a row without a kind column.
+        limits: size limits.
+        strict_columns: a row with text in a column no field reads is an error (else the item
+            names those columns in `ignored_columns`).
+    """
+    kind = _value(raw, column_for(columns, None, "kind")) or default_kind
+    known_kind = kind if isinstance(kind, str) and kind in KIND_FIELDS else None
+    item_id = _row_id(_value(raw, column_for(columns, known_kind, "id")), line, limits)
+    if isinstance(item_id, RowError):
+        return item_id
+    if known_kind is None:
+        return RowError(line, item_id, f"unknown kind {kind!r:.40}; expected one of {list(KINDS)}")
+    sources = field_sources(columns, kind)
+    fields: dict[str, Any] = {}
+    for name, ftype in {**KIND_FIELDS[kind], **COMMON_FIELDS}.items():
+        try:
+            value = _field_value(raw, name, ftype, sources[name], limits)
+        except ValueError as exc:
+            return RowError(line, item_id, str(exc))
+        if value is not None:
+            fields[name] = value
+    problem = _content_problem(fields, kind, limits)
+    if problem:
+        return RowError(line, item_id, problem)
+    ignored = unread_text_columns(raw, columns, kind, sources)
+    if ignored and strict_columns:
+        return RowError(line, item_id, f"text in columns no {kind} field reads: {list(ignored)} (--strict-columns); "
+                                       f"map them with --columns {kind}.FIELD=COLUMN or list them with --columns {kind}.ignore=COLUMN")
+    return Item(id=item_id, kind=kind, fields=fields, ignored_columns=ignored)
 
-    item_id = get("id")
+
+def _value(raw: Mapping[str, Any], column: str) -> Any:
+    value = raw.get(column)
+    return None if value == "" else value
+
+
+def _row_id(item_id: Any, line: int, limits: ReadLimits) -> str | RowError:
     if isinstance(item_id, int) and not isinstance(item_id, bool):
         item_id = str(item_id)
     if not isinstance(item_id, str) or not item_id.strip():
@@ -212,26 +204,44 @@ def build_item(
     item_id = item_id.strip()
     if len(item_id) > limits.max_id_chars:
         return RowError(line, None, f"id is {len(item_id)} characters, over the {limits.max_id_chars} limit")
-    kind = get("kind") or default_kind
-    if kind not in KIND_FIELDS:
-        return RowError(line, item_id, f"unknown kind {kind!r:.40}; expected one of {list(KINDS)}")
-    fields: dict[str, Any] = {}
-    for name, ftype in {**KIND_FIELDS[kind], **COMMON_FIELDS}.items():
-        value = get(name)
+    return item_id
+
+
+def _field_value(raw: Mapping[str, Any], name: str, ftype: str, sources: list[str], limits: ReadLimits) -> Any:
+    """One field's value from its columns: its own column, then the generic columns that fill it
+    (joined: text by blank lines, chat lines one after another). None when all are empty.
+
+    Raises:
+        ValueError: a value of the wrong type, with the field (and column, if another) named.
+    """
+    values = []
+    for n, column in enumerate(sources):
+        value = _value(raw, column)
         if value is None:
             continue
         try:
-            fields[name] = _coerce(value, ftype, limits)
+            values.append(_coerce(value, ftype, limits, generic=n > 0))
         except ValueError as exc:
-            return RowError(line, item_id, f"field {name!r}: {exc}")
-    text_chars = _text_size(fields)
+            where = f"field {name!r}" if column == name else f"field {name!r} (column {column!r})"
+            raise ValueError(f"{where}: {exc}") from None
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    if ftype == "messages":
+        return [message for chat in values for message in chat]
+    return "\n\n".join(values)
+
+
+def _content_problem(fields: Mapping[str, Any], kind: str, limits: ReadLimits) -> str | None:
     if not any(_strings({k: v for k, v in fields.items() if KIND_FIELDS[kind].get(k, "number") != "number"})):
-        return RowError(line, item_id, f"row has no text in any {kind} field")
+        return f"row has no text in any {kind} field (nor in a generic title, description, text, body or content column)"
+    text_chars = _text_size(fields)
     if text_chars > limits.max_text_chars:
-        return RowError(line, item_id, f"text is {text_chars} characters, over the {limits.max_text_chars} limit")
+        return f"text is {text_chars} characters, over the {limits.max_text_chars} limit"
     if any(_has_surrogates(s) for s in _strings(fields)):  # undecodable bytes in a CSV cell
-        return RowError(line, item_id, "text is not valid UTF-8")
-    return Item(id=item_id, kind=kind, fields=fields)
+        return "text is not valid UTF-8"
+    return None
 
 
 def read_row(raw: Mapping[str, Any], line: int, **opts) -> Item | RowError:
@@ -251,7 +261,11 @@ def _has_surrogates(s: str) -> bool:
     return False
 
 
-def _coerce(value: Any, ftype: str, limits: ReadLimits) -> Any:
+def _coerce(value: Any, ftype: str, limits: ReadLimits, generic: bool = False) -> Any:
+    """A raw value as a field of type `ftype`. `generic`: the value comes from a generic column
+    (text, body...), whose text fills a chat as one message per line and is never parsed as JSON."""
+    if ftype == "messages" and generic and isinstance(value, str):
+        return _chat_lines(value)
     if ftype == "text":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
@@ -294,7 +308,17 @@ def _maybe_json(value: Any, limits: ReadLimits) -> Any:
     return value
 
 
+def _chat_lines(text: str) -> list[dict[str, str]]:
+    """Text of several lines as chat messages, one per non-blank line (the speaker, if any, stays in the text)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("expected chat lines, got blank text")
+    return [{"user": "", "text": line} for line in lines]
+
+
 def _coerce_messages(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, str) and value.strip():  # plain text, not JSON: one message per line
+        return _chat_lines(value)
     if not isinstance(value, list) or not value:
         raise ValueError("expected a non-empty list of chat messages")
     messages = []
@@ -322,21 +346,38 @@ def read_items(
     path: str | Path,
     *,
     fmt: str | None = None,
-    columns: Mapping[str, str] | None = None,
+    columns: Mapping[str, Any] | None = None,
     default_kind: str = "listing",
     limits: ReadLimits | None = None,
+    strict_columns: bool = False,
 ) -> Iterator[Row]:
     """Stream (line, Item | RowError) pairs from a dump, never holding the whole file.
 
     Args:
         path: a .jsonl, .csv or .parquet file (.jsonl.gz and .csv.gz too).
         fmt: force a format instead of guessing from the file name.
-        columns: canonical field name -> column name in the file.
+        columns: a column map (moderation.columns.parse_column_map): field or kind.field -> column.
         default_kind: the kind of rows that have no `kind` column.
         limits: size limits; rows over them become RowErrors.
+        strict_columns: a row with text in a column no field reads becomes a RowError.
 
     Raises:
         InputError: the file is missing, empty, binary or not in the format.
+    """
+    limits = limits or ReadLimits()
+    opts = {"columns": columns or {}, "default_kind": default_kind, "limits": limits, "strict_columns": strict_columns}
+    for line, record in read_records(path, fmt=fmt, columns=opts["columns"], default_kind=default_kind, limits=limits):
+        yield line, record if isinstance(record, RowError) else read_row(record, line, **opts)
+
+
+def read_records(path: str | Path, *, fmt: str | None = None, columns: Mapping[str, Any] | None = None,
+                 default_kind: str = "listing", limits: ReadLimits | None = None) -> Iterator[tuple[int, dict | RowError]]:
+    """Stream (line, raw row or RowError) pairs: the rows of `read_items` before they become
+    items, for readers that need other columns too (the gold labels of `eval --labels`).
+
+    Raises:
+        InputError: the file is missing, empty, binary or not in the format, or a column the
+            map names is not in it.
     """
     path = Path(path)
     limits = limits or ReadLimits()
@@ -351,11 +392,11 @@ def read_items(
         raise InputError(f"input file is empty: {path}")
     opts = {"columns": columns or {}, "default_kind": default_kind, "limits": limits}
     if fmt == "parquet":
-        yield from read_stream(path, fmt, name=str(path), **opts)
+        yield from raw_stream(path, fmt, name=str(path), **opts)
         return
     _refuse_binary(path)
     with _open_binary(path) as fh:
-        yield from read_stream(fh, fmt, name=str(path), **opts)
+        yield from raw_stream(fh, fmt, name=str(path), **opts)
 
 
 def read_stream(source, fmt: str, *, name: str, **opts) -> Iterator[Row]:
@@ -366,11 +407,21 @@ def read_stream(source, fmt: str, *, name: str, **opts) -> Iterator[Row]:
         source: a binary file object (a path too, for Parquet).
         fmt: jsonl, csv or parquet.
         name: the file's name, for error messages.
-        **opts: columns, default_kind and limits, as for `read_items`.
+        **opts: columns, default_kind, limits and strict_columns, as for `read_items`.
     """
+    raw_opts = {k: opts[k] for k in ("columns", "default_kind", "limits")}
+    for line, record in raw_stream(source, fmt, name=name, **raw_opts):
+        yield line, record if isinstance(record, RowError) else read_row(record, line, **opts)
+
+
+def raw_stream(source, fmt: str, *, name: str, columns: Mapping[str, Any], default_kind: str,
+               limits: ReadLimits) -> Iterator[tuple[int, dict | RowError]]:
+    """(line, raw row or RowError) from one open stream; a row that cannot be parsed at all is a RowError."""
     if fmt == "parquet":
-        return _read_parquet(source, name, **opts)
-    return (_read_jsonl if fmt == "jsonl" else _read_csv)(source, name, **opts)
+        return _read_parquet(source, name, columns=columns, limits=limits)
+    if fmt == "jsonl":
+        return _read_jsonl(source, name, columns=columns, default_kind=default_kind, limits=limits)
+    return _read_csv(source, name, columns=columns, limits=limits)
 
 
 def no_items_hint(path: str | Path, fmt: str, reasons: Mapping[str, int]) -> str | None:
@@ -409,12 +460,11 @@ def _refuse_binary(path: Path) -> None:
         raise InputError(f"{path} looks like a binary file, not JSONL or CSV text")
 
 
-def _read_jsonl(fh, name: str, **opts) -> Iterator[Row]:
-    records = _jsonl_records(fh, opts["limits"])
-    if opts["columns"]:
-        records = _check_jsonl_columns(records, opts["columns"], name)
-    for line_no, record in records:
-        yield line_no, record if isinstance(record, RowError) else read_row(record, line_no, **opts)
+def _read_jsonl(fh, name: str, *, columns: Mapping[str, Any], default_kind: str, limits: ReadLimits):
+    records = _jsonl_records(fh, limits)
+    if single_columns(columns):
+        records = _check_jsonl_columns(records, columns, name, default_kind)
+    return records
 
 
 def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowError]]:
@@ -445,36 +495,40 @@ def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowErro
 COLUMN_LOOKAHEAD = 100  # JSONL rows read ahead to check that every --columns column exists
 
 
-def _check_jsonl_columns(records, columns: Mapping[str, str], name: str):
-    """The records unchanged, once a mapped column has been seen in one of the first object rows.
+def _check_jsonl_columns(records, columns: Mapping[str, Any], name: str, default_kind: str):
+    """The records unchanged, once a mapped column has been seen in one of the first object rows
+    (a kind's own mapping: in the first rows of that kind, when there are some).
 
     JSONL has no header, so a mistyped column (`--columns title=nme`) would otherwise read as an
     absent field on every row.
     """
-    ahead, seen, objects = [], set(), 0
+    ahead, seen, kinds, objects = [], set(), set(), 0
     for line_no, record in records:
         ahead.append((line_no, record))
         if isinstance(record, dict):
             seen.update(record)
+            kind = record.get(column_for(columns, None, "kind")) or default_kind
+            kinds.add(kind if isinstance(kind, str) else default_kind)
             objects += 1
             if objects >= COLUMN_LOOKAHEAD:
                 break
     if objects:
-        _refuse_missing_columns(columns, seen, name, f"none of the first {objects} rows has")
+        # A mixed file may hold no merchant in its first rows: a merchant mapping is checked only if one was seen.
+        checked = {k: c for k, c in single_columns(columns).items() if k.rpartition(".")[0] in kinds | {""}}
+        _refuse_missing_columns(checked, seen, name, f"none of the first {objects} rows has")
     yield from ahead
     yield from records
 
 
-def _refuse_missing_columns(columns: Mapping[str, str], present, name: str, where: str) -> None:
-    missing = {field: column for field, column in columns.items() if column not in present}
+def _refuse_missing_columns(columns: Mapping[str, Any], present, name: str, where: str) -> None:
+    missing = {field: column for field, column in single_columns(columns).items() if column not in present}
     if missing:
         named = ", ".join(f"{field}={column!r}" for field, column in missing.items())
         raise InputError(f"{name}: --columns {named} names a column that {where}; "
                          f"its columns: {sorted(map(str, present))[:40]}")
 
 
-def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
-    limits: ReadLimits = opts["limits"]
+def _read_csv(raw_fh, name: str, *, columns: Mapping[str, Any], limits: ReadLimits) -> Iterator[tuple[int, dict | RowError]]:
     csv.field_size_limit(limits.max_row_bytes)
     text = io.TextIOWrapper(raw_fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(text)
@@ -484,7 +538,7 @@ def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
         return
     except csv.Error as exc:
         raise InputError(f"{name}: cannot read the CSV header: {exc}") from None
-    _refuse_missing_columns(opts["columns"], set(header), name, "the header does not have")
+    _refuse_missing_columns(columns, set(header), name, "the header does not have")
     last_line = reader.line_num
     while True:
         start = last_line + 1
@@ -505,19 +559,19 @@ def _read_csv(raw_fh, name: str, **opts) -> Iterator[Row]:
                 start, None, f"{span}: expected {len(header)} fields, got {len(cells)} (broken quoting?)"
             )
             continue
-        yield start, read_row(dict(zip(header, cells)), start, **opts)
+        yield start, dict(zip(header, cells))
 
 
-def _read_parquet(source, name: str, **opts) -> Iterator[Row]:
+def _read_parquet(source, name: str, *, columns: Mapping[str, Any], limits: ReadLimits) -> Iterator[tuple[int, dict]]:
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise InputError(f"{name} is not a readable Parquet file: {exc}") from None
-    _refuse_missing_columns(opts["columns"], set(parquet.schema_arrow.names), name, "the schema does not have")
+    _refuse_missing_columns(columns, set(parquet.schema_arrow.names), name, "the schema does not have")
     row_no = 0
     for batch in parquet.iter_batches(batch_size=2048):
         for record in batch.to_pylist():
             row_no += 1
-            yield row_no, read_row(record, row_no, **opts)
+            yield row_no, record

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from moderation import __version__
-from moderation.errors import ConfigError
+from moderation.errors import ConfigError, InputError
 from moderation.items import Item, ReadLimits, RowError
 
 logger = logging.getLogger(__name__)
@@ -81,19 +81,42 @@ def repair_tail(path: Path) -> int:
         return size - end
 
 
-def read_output(path: Path) -> Iterator[dict[str, Any]]:
+def read_output(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a run file, in file order (blank lines skipped): the one reader, with the one
+    validity rule, for resume, serve's journal, summaries, eval, review and merchants.
+
+    Raises:
+        InputError: a line that is not a `moderation run` record (is this the right file?).
+    """
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
-            yield _record(raw, path, n)
+            if raw.strip():
+                yield _record(raw, path, n)
 
 
-def _record(raw: bytes, path: Path, n: int) -> dict[str, Any]:
+def load_run(path: str | Path) -> list[dict[str, Any]]:
+    """All the records of a run file someone names (`review sample --run`, `merchants`), sorted by
+    (id, line).
+
+    Raises:
+        InputError: the file is missing, empty, or holds a line that is not a record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"run file not found: {path}")
+    records = sorted(read_output(path), key=lambda r: (str(r.get("id")), r["line"]))
+    if not records:
+        raise InputError(f"run file is empty: {path}")
+    return records
+
+
+def _record(raw: bytes, path: str | Path, n: int) -> dict[str, Any]:
     try:
         record = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         record = None
     if not isinstance(record, dict) or "line" not in record or ("verdict" not in record and "error" not in record):
-        raise ConfigError(f"{path} line {n} is not a moderation output record: is this the right file?")
+        raise InputError(f"{path} line {n} is not a moderation output record: is this the right file?")
     return record
 
 

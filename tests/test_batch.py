@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, listing, read_jsonl, write_jsonl
 
 from moderation.batch import BatchRunner, ErrorBudgetExceeded, RunOptions, VerdictCache, summarize
-from moderation.errors import ConfigError
+from moderation.errors import ConfigError, InputError
 from moderation.items import read_items
 from moderation.model import Adapter
 from moderation.runfile import OutputFile, repair_tail
@@ -209,7 +209,7 @@ def test_a_run_file_from_before_manifests_is_checked_row_by_row(tmp_path, make_m
 
 def test_a_foreign_file_is_not_mistaken_for_an_output(tmp_path, make_moderator):
     src = write_jsonl(tmp_path / "in.jsonl", [listing(1)])
-    with pytest.raises(ConfigError, match="not a moderation output record"):
+    with pytest.raises(InputError, match="not a moderation output record"):
         run(make_moderator(), src, src)
 
 

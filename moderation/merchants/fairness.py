@@ -160,7 +160,7 @@ def eval_rows(runs: str | Path, counts_fn, data_dir: str | None = None,
     Returns:
         (enforcement rows, overturn rows, set names).
     """
-    from moderation.review.sample import load_run
+    from moderation.runfile import load_run
 
     path = Path(runs)
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]

@@ -18,7 +18,8 @@ from typing import Any
 
 from moderation.errors import InputError
 from moderation.merchants.enforcement import Enforcement
-from moderation.review.sample import join_items, load_run
+from moderation.review.sample import join_items
+from moderation.runfile import load_run
 
 logger = logging.getLogger(__name__)
 

@@ -96,13 +96,14 @@ def cmd_review(args) -> int:
 def _sample(args) -> int:
     from moderation.items import parse_column_map
     from moderation.review import sample
+    from moderation.runfile import load_run
     from moderation.scoring import load_thresholds
 
     config = sample.SampleConfig(strategy=args.strategy, n=args.n, audit_rate=args.audit_rate, seed=args.seed,
                                  overlap=args.overlap, thresholds=load_thresholds(args.thresholds) if args.thresholds else {},
                                  include_errors=args.include_errors)
-    records = sample.load_run(args.run)
-    other = sample.load_run(args.compare) if args.compare else None
+    records = load_run(args.run)
+    other = load_run(args.compare) if args.compare else None
     picked = sample.sample_run(records, config, other)
     if not picked:
         raise InputError(f"nothing to sample from {args.run} with strategy {args.strategy}")

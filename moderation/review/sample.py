@@ -6,7 +6,6 @@ same run file, options and seed give the same queue whatever the order of the fi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -53,28 +52,6 @@ class SampleConfig:
 
     def size(self, eligible: int) -> int:
         return self.n if self.n is not None else math.ceil(self.audit_rate * eligible)
-
-
-def load_run(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a run file (`moderation run` output), sorted by (id, line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"run file not found: {path}")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-            if not isinstance(record, dict) or "line" not in record or ("verdict" not in record and "error" not in record):
-                raise InputError(f"{path}:{number}: not a `moderation run` record")
-            records.append(record)
-    if not records:
-        raise InputError(f"run file is empty: {path}")
-    return sorted(records, key=lambda r: (str(r.get("id")), r["line"]))
 
 
 def item_record(item: Item) -> dict[str, Any]:
