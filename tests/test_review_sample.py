@@ -9,8 +9,8 @@ from conftest import DEMO, read_jsonl, write_jsonl
 from moderation.cli import main
 from moderation.errors import ConfigError, InputError
 from moderation.review.sample import SampleConfig, difference, join_items, margin, queue_entries, sample_run
-from moderation.runfile import load_run
 from moderation.review.store import Store
+from moderation.runfile import load_run
 
 
 def record(i, decision="allow", policies=(), severity="high", scores=None):
