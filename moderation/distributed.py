@@ -118,10 +118,7 @@ class FileRows:
 
 def encode_row(row: Item | RowError) -> str:
     if isinstance(row, Item):
-        item = {"id": row.id, "kind": row.kind, "fields": row.fields}
-        if row.ignored_columns:
-            item["ignored_columns"] = row.ignored_columns
-        return json.dumps({"item": item}, ensure_ascii=False)
+        return json.dumps({"item": row.record(), "ignored_columns": list(row.ignored_columns)}, ensure_ascii=False)
     return json.dumps({"error": {"line": row.line, "id": row.id, "reason": row.reason}}, ensure_ascii=False)
 
 
@@ -129,7 +126,7 @@ def decode_row(text: str) -> Item | RowError:
     data = json.loads(text)
     if "item" not in data:
         return RowError(**data["error"])
-    return Item(**{**data["item"], "ignored_columns": tuple(data["item"].get("ignored_columns", ()))})
+    return Item.from_record(data["item"], tuple(data["ignored_columns"]))
 
 
 def expand_files(batch: dict, reader: FileRows, done_ref=None) -> Iterator[dict]:

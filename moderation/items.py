@@ -88,6 +88,16 @@ class Item:
         """All human-written text of the item, the haystack that evidence quotes must come from."""
         return "\n".join(_strings(self.fields))
 
+    def record(self) -> dict[str, Any]:
+        """The item as one JSON object, {"id", "kind", **fields}: how a case check stores it and how
+        Ray ships it. `Item.from_record` reads it back."""
+        return {"id": self.id, **self.content()}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], ignored_columns: tuple[str, ...] = ()) -> Item:
+        fields = {k: v for k, v in record.items() if k not in ("id", "kind")}
+        return cls(id=record["id"], kind=record["kind"], fields=fields, ignored_columns=tuple(ignored_columns))
+
 
 @dataclass(frozen=True)
 class RowError:

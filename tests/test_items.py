@@ -171,3 +171,14 @@ def test_a_deeply_nested_csv_cell_is_an_error_record(tmp_path):
     rows = rows_of(path)
     assert isinstance(rows[0][1], RowError) and "nested" in rows[0][1].reason
     assert isinstance(rows[1][1], Item)
+
+
+def test_an_item_has_one_record_form_that_review_and_ray_read_back():
+    from moderation.distributed import decode_row, encode_row
+
+    item = Item("l1", "listing", {"title": "Oak table", "price": 120.0}, ignored_columns=("internal_note",))
+    assert item.record() == {"id": "l1", "kind": "listing", "title": "Oak table", "price": 120.0}
+    back = Item.from_record(item.record())
+    assert back == item and back.content_sha == item.content_sha and back.ignored_columns == ()
+    shipped = decode_row(encode_row(item))
+    assert shipped == item and shipped.ignored_columns == ("internal_note",)

@@ -139,11 +139,10 @@ def labelled_file(path: str | Path) -> dict[str, tuple[dict[str, Any], frozenset
 
 def _gold_of(run: Path, labels: str | Path | None, data_dir: str | None) -> dict[str, tuple[dict, frozenset[str]]]:
     from moderation.evalsets import load_set
-    from moderation.review.sample import item_record
 
     if labels is not None:
         return labelled_file(labels)
-    return {li.item.id: (item_record(li.item), li.gold_violations) for li in load_set(run.stem, data_dir=data_dir)}
+    return {li.item.id: (li.item.record(), li.gold_violations) for li in load_set(run.stem, data_dir=data_dir)}
 
 
 def eval_rows(runs: str | Path, counts_fn, data_dir: str | None = None,

@@ -17,8 +17,9 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from moderation.errors import InputError
+from moderation.items import Item
 from moderation.review.store import CaseCheck, Store
-from moderation.review.verdicts import corrected_verdict, item_from_record
+from moderation.review.verdicts import corrected_verdict
 from moderation.schema import DECISIONS, POLICY_IDS
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def annotation_decision(check: CaseCheck, annotation: dict[str, Any]) -> tuple[s
     model = check.model_verdict
     if model and decision == model["decision"] and set(policies) == {v["policy"] for v in model["violations"]}:
         return "accept", model, notes
-    verdict = corrected_verdict(item_from_record(check.item), model, decision, policies if decision != "allow" else [])
+    verdict = corrected_verdict(Item.from_record(check.item), model, decision, policies if decision != "allow" else [])
     return "correct", verdict, notes
 
 

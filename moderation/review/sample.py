@@ -54,11 +54,6 @@ class SampleConfig:
         return self.n if self.n is not None else math.ceil(self.audit_rate * eligible)
 
 
-def item_record(item: Item) -> dict[str, Any]:
-    """How an item is stored with its case check: id, kind and all fields."""
-    return {"id": item.id, **item.content()}
-
-
 def join_items(records: list[dict[str, Any]], dump: str | Path, **read_options) -> dict[int, dict[str, Any]]:
     """Item records of the moderated dump by line number, for the run records' lines."""
     wanted = {r["line"]: r.get("id") for r in records}
@@ -68,7 +63,7 @@ def join_items(records: list[dict[str, Any]], dump: str | Path, **read_options) 
             if wanted[line] is not None and row.id != wanted[line]:
                 raise InputError(f"{dump}: line {line} holds item {row.id!r}, the run says {wanted[line]!r}: "
                                  "is --input the dump this run moderated?")
-            found[line] = item_record(row)
+            found[line] = row.record()
     return found
 
 

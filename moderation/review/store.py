@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from moderation.errors import ConfigError, InputError, ModerationError
+from moderation.items import Item
 from moderation.review.db import Database
-from moderation.review.verdicts import item_from_record, reviewer_verdict
+from moderation.review.verdicts import reviewer_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class Store:
         if check.status == "done" and not redecide:
             raise ReviewConflict(f"case check {check_id} is finished ({check.review_decision} by {check.reviewer}); "
                                  "confirm that you want to change that review")
-        item = item_from_record(check.item)
+        item = Item.from_record(check.item)
         verdict = reviewer_verdict(review_decision, item, check.model_verdict, **(correction or {}))
         owner = "" if lead else " AND assigned_to = ?"
         params = [json.dumps(verdict, ensure_ascii=False) if verdict is not None else None, review_decision,

@@ -29,12 +29,6 @@ def _default_severity() -> dict[str, str]:
     return {p.id: p.severity for p in load_policy().policies}
 
 
-def item_from_record(record: dict[str, Any]) -> Item:
-    """Rebuild an Item from its stored form ({"id", "kind", **fields})."""
-    fields = {k: v for k, v in record.items() if k not in ("id", "kind")}
-    return Item(id=record["id"], kind=record["kind"], fields=fields)
-
-
 def corrected_verdict(
     item: Item,
     model_verdict: dict[str, Any] | None,
