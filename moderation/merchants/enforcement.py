@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from moderation.errors import ConfigError
-from moderation.policy import PROJECT_ROOT
+from moderation.resources import find_file, shipped
 from moderation.schema import DECISIONS, POLICY_IDS, SEVERITIES
 
-DEFAULT_ENFORCEMENT = PROJECT_ROOT / "prompts" / "enforcement.yaml"
+DEFAULT_ENFORCEMENT = shipped("prompts/enforcement.yaml")
 DAY_S = 86400.0
 
 
@@ -184,7 +184,7 @@ def load_enforcement(path: str | Path | None = None) -> Enforcement:
     Raises:
         ConfigError: the file is missing, not YAML, or a value is out of range.
     """
-    path = Path(path or DEFAULT_ENFORCEMENT)
+    path = find_file(path or DEFAULT_ENFORCEMENT)
     if not path.is_file():
         raise ConfigError(f"enforcement file not found: {path}")
     try:
