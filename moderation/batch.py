@@ -239,14 +239,20 @@ class ChunkModerator:
             return _failed_alone(item, exc)
 
     def _count(self, records: list[dict]) -> None:
-        for record in records:
-            self.stats.processed += 1
-            if "verdict" in record:
-                self.stats.verdicts += 1
-                self.stats.cache_hits += record["provenance"]["cached"]
-                self.stats.screened += "screen" in record
-            else:
-                self.stats.errors += 1
+        count_records(self.stats, records)
+
+
+def count_records(stats: RunStats, records: Iterable[dict]) -> RunStats:
+    """Add records to the row counts of `stats` (processed, verdicts, errors, cache hits, screened)."""
+    for record in records:
+        stats.processed += 1
+        if "verdict" in record:
+            stats.verdicts += 1
+            stats.cache_hits += bool(record["provenance"].get("cached"))
+            stats.screened += "screen" in record
+        else:
+            stats.errors += 1
+    return stats
 
 
 def _failed_alone(item: Item, exc: Exception) -> Outcome:
@@ -401,8 +407,8 @@ def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_figures(stats: RunStats) -> dict:
-    """The `this_run` part of a local run's summary."""
+def run_figures(stats: RunStats, **extra) -> dict:
+    """The `this_run` part of a run's summary, local or Ray (`extra`: the engine's own figures)."""
     return {
         "processed": stats.processed,
         "skipped_already_done": stats.skipped,
@@ -420,6 +426,7 @@ def run_figures(stats: RunStats) -> dict:
         "completion_tokens": stats.completion_tokens,
         "cached_prompt_tokens": stats.cached_tokens,
         "prefix_cache_hit_rate": round(stats.prefix_cache_hit_rate, 4),
+        **extra,
     }
 
 

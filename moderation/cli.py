@@ -192,7 +192,7 @@ def cmd_run(args) -> int:
         moderator.backend.close()
         if store is not None:
             store.close()
-    summary = {**summarize(args.output), "this_run": run_figures(runner.stats)}
+    summary = {**summarize(args.output), "this_run": run_figures(runner.stats, engine="local")}
     summary_path = Path(str(args.output) + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary, args.output, summary_path)

@@ -409,13 +409,12 @@ def _all_records(out: ShardDir, run_id: str, mine: list[dict]) -> Iterator[dict]
 
 
 def _figures(records: list[dict], run_id: str, skipped: int, args, started: float) -> dict:
-    """This run's counts, from the records of the shards it wrote; the time includes cluster and model start."""
-    elapsed = time.perf_counter() - started
-    cached = sum(bool(r["provenance"].get("cached")) for r in records if "verdict" in r)
-    return {
-        "engine": "ray", "run_id": run_id, "actors": args.actors, "actor_cpus": args.actor_cpus,
-        "actor_gpus": args.actor_gpus, "processed": len(records), "skipped_already_done": skipped,
-        "verdicts": sum("verdict" in r for r in records), "errors": sum("error" in r for r in records),
-        "cache_hits": cached, "screened": sum("screen" in r for r in records),
-        "elapsed_s": round(elapsed, 2), "items_per_s": round(len(records) / elapsed, 3) if elapsed else 0.0,
-    }
+    """This run's summary figures, in the local run's shape, counted from the records of the shards it
+    wrote; the time includes cluster and model start. Token counts stay with the actors: None here."""
+    from moderation.batch import RunStats, count_records, run_figures
+
+    stats = count_records(RunStats(skipped=skipped, elapsed_s=time.perf_counter() - started), records)
+    unknown = dict.fromkeys(("verdict_cache_hits", "verdict_cache_hit_rate", "moderated_again_changed", "prompt_tokens",
+                             "completion_tokens", "cached_prompt_tokens", "prefix_cache_hit_rate"))
+    return run_figures(stats, **unknown, engine="ray", run_id=run_id, actors=args.actors, actor_cpus=args.actor_cpus,
+                       actor_gpus=args.actor_gpus)

@@ -251,3 +251,21 @@ def test_a_row_that_fails_to_prepare_becomes_its_own_error_record(tmp_path, poli
     assert stats.processed == 4 and stats.errors == 1
     assert [r["id"] for r in records if "error" in r] == ["it-0002"]
     assert "cannot render it-0002" in records[1]["error"]["reason"]
+
+
+def test_local_and_ray_runs_summarise_this_run_in_one_shape():
+    import argparse
+    import time
+
+    from moderation.batch import RunStats, count_records, run_figures
+    from moderation.distributed import _figures
+
+    records = [{"verdict": {}, "provenance": {"cached": True}}, {"verdict": {}, "provenance": {"cached": False}, "screen": {}},
+               {"error": {}, "provenance": {}}]
+    local = run_figures(count_records(RunStats(skipped=4), records), engine="local")
+    ray = _figures(records, "r1", 4, argparse.Namespace(actors=2, actor_cpus=1, actor_gpus=0), time.perf_counter())
+    assert set(local) - {"engine"} <= set(ray) and ray["engine"] == "ray" and ray["actors"] == 2
+    for key in ("processed", "verdicts", "errors", "cache_hits", "screened", "skipped_already_done"):
+        assert local[key] == ray[key], key
+    assert (local["processed"], local["verdicts"], local["errors"], local["cache_hits"], local["screened"]) == (3, 2, 1, 1, 1)
+    assert ray["prompt_tokens"] is None  # counted by the actors, not in the records
