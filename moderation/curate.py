@@ -73,8 +73,9 @@ class CurateConfig:
 
 
 @dataclass(frozen=True)
-class CaseCheck:
-    """One finished case check, as `moderation review export` writes it."""
+class ReviewedCase:
+    """One finished case check as curate reads it from `moderation review export` (the export contract
+    of moderation.review.store.CaseCheck.export_record), with its item parsed: what training data is made of."""
 
     check_id: str
     item: Item
@@ -191,7 +192,7 @@ def wrong_verdict(li: LabelledItem, policy: Policy, rng: random.Random) -> dict[
 # --- case checks --------------------------------------------------------------------------
 
 
-def read_case_checks(path: str | Path) -> Iterator[CaseCheck | RowError]:
+def read_case_checks(path: str | Path) -> Iterator[ReviewedCase | RowError]:
     """The case checks of one export file; a malformed line becomes a RowError."""
     path = Path(path)
     if not path.is_file():
@@ -202,7 +203,7 @@ def read_case_checks(path: str | Path) -> Iterator[CaseCheck | RowError]:
                 yield _case_check(line, n)
 
 
-def _case_check(line: str, n: int) -> CaseCheck | RowError:
+def _case_check(line: str, n: int) -> ReviewedCase | RowError:
     try:
         row = json.loads(line)
         decision = row["review_decision"]
@@ -211,7 +212,7 @@ def _case_check(line: str, n: int) -> CaseCheck | RowError:
         item = build_item(row["item"], n, columns={}, default_kind="listing", limits=ReadLimits())
         if isinstance(item, RowError):
             return item
-        return CaseCheck(str(row["check_id"]), item, row.get("model_verdict"), decision, row.get("reviewer_verdict"))
+        return ReviewedCase(str(row["check_id"]), item, row.get("model_verdict"), decision, row.get("reviewer_verdict"))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         return RowError(n, None, f"not a case check: {type(exc).__name__}: {exc}")
 
@@ -226,7 +227,7 @@ def _valid(verdict: dict | None, item: Item) -> str | None:
         return None
 
 
-def check_rows(check: CaseCheck, prompt: list[dict]) -> tuple[dict | None, dict | None, dict | None, str | None]:
+def check_rows(check: ReviewedCase, prompt: list[dict]) -> tuple[dict | None, dict | None, dict | None, str | None]:
     """(sft row, preference pair, kto row, reason dropped) for one case check."""
     if check.decision in ("skip", "escalate"):
         return None, None, None, None
@@ -365,7 +366,7 @@ class Curator:
                                     "rejected": _assistant(wrong), "source": f"synthetic:{name}"})
         return True
 
-    def add_case_checks(self, checks: Iterable[CaseCheck | RowError]) -> None:
+    def add_case_checks(self, checks: Iterable[ReviewedCase | RowError]) -> None:
         """Rows from one export file's case checks."""
         for check in checks:
             if isinstance(check, RowError):

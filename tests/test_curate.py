@@ -84,7 +84,7 @@ def test_malformed_case_check_lines_become_row_errors(tmp_path):
     path.write_text('{"check_id": "x"}\nnot json\n' + json.dumps(check("ok", "accept")) + "\n"
                     + json.dumps({**check("w", "accept"), "review_decision": "maybe"}) + "\n")
     got = list(read_case_checks(path))
-    assert [type(g).__name__ for g in got] == ["RowError", "RowError", "CaseCheck", "RowError"]
+    assert [type(g).__name__ for g in got] == ["RowError", "RowError", "ReviewedCase", "RowError"]
     assert "maybe" in got[3].reason
 
 
