@@ -324,4 +324,5 @@ def _dashboard_routes(app, site: ReviewSite) -> None:
         stats = dashboard.summary(site.store.checks(queue or None))
         charts = [Markup(svg) for svg in dashboard.charts(stats)]  # built from escaped labels
         return site.page(request, "dashboard.html", sess, stats=stats, charts=charts, queue=queue,
-                         queues=[q["name"] for q in site.store.queues()])
+                         queues=[q["name"] for q in site.store.queues()], kappa_note=dashboard.kappa_note(stats["agreement"]),
+                         rate_basis=dashboard.rate_basis(stats["violation_rates"]))

@@ -69,7 +69,9 @@ def join_items(records: list[dict[str, Any]], dump: str | Path, **read_options) 
 
 # -- strategies: (records, k, rng, config, other run) -> [(record, why)] ----------------------
 def _random(records, k, rng, config, other):
-    return [(r, {}) for r in rng.sample(records, min(k, len(records)))]
+    picked = rng.sample(records, min(k, len(records)))
+    # Each pick stands for len(records) / len(picked) run records: the dashboard's weight.
+    return [(r, {"weight": round(len(records) / len(picked), 6)}) for r in picked]
 
 
 def _stratum(record: dict[str, Any]) -> str:
@@ -89,12 +91,17 @@ def _stratified(records, k, rng, config, other):
         rng.shuffle(members)
     order = sorted(strata)
     rng.shuffle(order)
+    sizes = {name: len(members) for name, members in strata.items()}
     picked: list = []
     while len(picked) < k and any(strata.values()):
         for name in order:
             if strata[name] and len(picked) < k:
                 picked.append((strata[name].pop(), {"stratum": name}))
-    return picked
+    # Equal allocation over-draws small cells: each pick stands for (cell size / picks in the cell) records.
+    drawn = defaultdict(int)
+    for _, why in picked:
+        drawn[why["stratum"]] += 1
+    return [(record, {**why, "weight": round(sizes[why["stratum"]] / drawn[why["stratum"]], 6)}) for record, why in picked]
 
 
 def margin(record: dict[str, Any], thresholds: dict[str, float]) -> float | None:

@@ -236,6 +236,34 @@ def test_lead_dashboard_shows_charts_and_agreement(server):
         browser.close()
 
 
+def test_dashboard_bars_carry_counts_and_its_rates_and_kappa_say_what_they_are(server):
+    """Every bar has its count beside it, an empty chart says why, the stratified queue's rates are
+    weighted back to the run, and kappa is explained next to the agreement it corrects."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    url, db = server
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page()
+        login(page, url, "lee")
+        for queue in ("pair", "solo", ""):
+            stats = dashboard.summary(Store(db).checks(queue or None))
+            page.goto(url + f"/dashboard?queue={queue}")
+            for chart in page.locator("svg.chart").all():
+                bars, values = chart.locator("rect.bar").count(), chart.locator("text.bar-value").all_text_contents()
+                assert len(values) == bars and all(re.fullmatch(r"(\d+%|n/a)( \(\d+/\d+\))?", v) for v in values), values
+                assert bars or len(chart.locator("text.chart-empty").text_content()) > 15
+            basis = page.inner_text("#rate-basis")
+            assert basis == ("weighted back to the run" if stats["violation_rates"]["weighted"] else "share of reviewed items, not weighted")
+            if stats["agreement"]["pairs"]:
+                assert "corrects agreement for chance" in page.inner_text("#kappa-help")
+        page.goto(url + "/dashboard?queue=pair")
+        assert "weighted back to the run" in page.inner_text("#rate-basis")  # a stratified sample, reviewed above
+        browser.close()
+
+
 def test_log_in_press_n_and_a_finished_review_changes_only_once_its_box_is_ticked(server):
     """The README's "log in, press n" starts the first queue with work; a lead's key press on a
     finished check changes nothing until "change this finished review" is ticked, and is audited."""
