@@ -34,6 +34,7 @@ from moderation.factory import (
 from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
 from moderation.screen_cli import add_screen_parser, cmd_screen
+from moderation.settings import DATA_DIR_HELP, add_fields, from_args
 
 logger = logging.getLogger("moderation")
 COLUMNS_HELP = ("column mapping: 'field=column,kind.field=column,...' (kind.field for one kind only, e.g. "
@@ -75,7 +76,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--systems", default="rules,tfidf,llm", help="comma-separated: rules, tfidf, llm (default all three)")
     p.add_argument("--sample", type=int, help="score at most N test items per set (a fixed sample), for quick runs")
     p.add_argument("--out-dir", default="runs/eval", help="where metrics.json, report.md, report.html, plots and LLM run files go")
-    p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
     p.add_argument("--llm-dev", type=int, default=0,
                    help="also run the LLM on N dev items per set, choose per-policy thresholds on its scores, report "
@@ -87,7 +88,7 @@ def _add_eval(sub) -> None:
     c.add_argument("run_b", help="run file B")
     c.add_argument("--set", required=True, help="the labelled set the runs covered")
     c.add_argument("--split", default="test", help="its split (default test)")
-    c.add_argument("--data-dir", help="public data sets directory")
+    c.add_argument("--data-dir", help=DATA_DIR_HELP)
     c.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
     c.add_argument("--json", help="also write the comparison, with the flipped items, to this JSON file")
 
@@ -95,16 +96,11 @@ def _add_eval(sub) -> None:
 def _add_serve(sub) -> None:
     from moderation.serve import ServeOptions
 
-    d = ServeOptions()
     p = sub.add_parser("serve", help="serve verdicts over HTTP: POST /v1/moderate, GET /healthz, GET /metrics")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"items per engine call (default {d.max_batch})")
-    p.add_argument("--max-wait-ms", type=int, default=d.max_wait_ms, help=f"wait for a batch to fill (default {d.max_wait_ms})")
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"items waiting before 429 (default {d.max_queue})")
-    p.add_argument("--max-items", type=int, default=d.max_items, help=f"items per request (default {d.max_items})")
-    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"largest body (default {d.max_body_bytes})")
-    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help=f"seconds a request waits before 504 (default {d.timeout_s:g})")
+    add_fields(p, ServeOptions, ["max_batch", "max_wait_ms", "max_queue", "max_items", "max_body_bytes", "timeout_s",
+                                 "remember", "drain_s"])
     p.add_argument("--journal", help="append every record to this run file (reloaded on start, for idempotent retries)")
     add_stage_args(p)
     add_backend_args(p)
@@ -258,9 +254,7 @@ def cmd_serve(args) -> int:
 
     from moderation.serve import Metrics, ModerationService, ServeOptions, build_server
 
-    options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                           max_items=args.max_items, max_body_bytes=args.max_body_bytes, timeout_s=args.timeout_s,
-                           journal=Path(args.journal) if args.journal else None)
+    options = from_args(ServeOptions, args, journal=Path(args.journal) if args.journal else None)
     base = build_moderator(args)
     adapters = base.backend.config.adapters
     moderators = {None: base, **{a.name: base.with_adapter(a) for a in adapters}}

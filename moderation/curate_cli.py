@@ -6,6 +6,7 @@ import datetime
 import sys
 
 from moderation.curate import CurateConfig, class_balance, curate, write_datasets
+from moderation.settings import DATA_DIR_HELP, add_fields, from_args
 
 
 def add_curate_parser(sub) -> None:
@@ -15,11 +16,10 @@ def add_curate_parser(sub) -> None:
     p.add_argument("--sets", help="comma-separated labelled sets whose train splits to sample (default: all, with the "
                                   "marketplace training corpus 'marketplace_corpus'); 'none' for none")
     p.add_argument("--test-sets", help="sets whose test splits are checked for leakage (default: all)")
-    p.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--prompt", default="prompts/moderate.short.v1.txt", help="prompt template the rows are rendered with")
     p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
-    for name, f in CurateConfig.__dataclass_fields__.items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default, help=f.metadata["help"])
+    add_fields(p, CurateConfig)
 
 
 def _set_list(text: str | None, training: bool = False) -> list[str]:
@@ -42,7 +42,7 @@ def cmd_curate(args) -> int:
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
-    config = CurateConfig(**{name: getattr(args, name) for name in CurateConfig.__dataclass_fields__})
+    config = from_args(CurateConfig, args)
     policy, template = load_policy(args.policy), load_template(args.prompt)
     print("loading labelled sets ...", file=sys.stderr)
     train = {n: load_set(n, "train", args.data_dir) for n in _set_list(args.sets, training=True)}

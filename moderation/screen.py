@@ -49,7 +49,8 @@ class ScreenSettings:
 
     max_recall_loss: float = field(default=0.01, metadata={"help": "Share of violating dev items the screen may clear, at most."})
     criterion: str = field(default="every-set", metadata={"help": "pooled: the loss bound holds over all dev items together; "
-                                                               "every-set: it holds on each set's dev split."})
+                                                               "every-set: it holds on each set's dev split.",
+                                                               "choices": CRITERIA})
     max_features: int = field(default=200_000, metadata={"help": "TF-IDF vocabulary size, at most."})
     seed: int = field(default=0, metadata={"help": "Seed of the logistic regressions."})
 

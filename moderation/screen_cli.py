@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from moderation.screen import CRITERIA, Screen, ScreenSettings
+from moderation.screen import Screen, ScreenSettings
+from moderation.settings import DATA_DIR_HELP, add_fields
 
 
 def add_screen_parser(sub) -> None:
@@ -14,13 +15,8 @@ def add_screen_parser(sub) -> None:
     f = screen_sub.add_parser("fit", help="fit the TF-IDF screen on train splits, choose its threshold on dev splits")
     f.add_argument("-o", "--out-dir", required=True, help="where screen.json, model.npz and README.md go (for `run --screen`)")
     f.add_argument("--sets", help="comma-separated labelled sets (default: marketplace and every public set)")
-    f.add_argument("--data-dir", help="public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)")
-    d = ScreenSettings.__dataclass_fields__
-    f.add_argument("--max-recall-loss", type=float, default=d["max_recall_loss"].default,
-                   help=d["max_recall_loss"].metadata["help"] + f" (default {d['max_recall_loss'].default})")
-    f.add_argument("--criterion", choices=CRITERIA, default=d["criterion"].default, help=d["criterion"].metadata["help"])
-    f.add_argument("--max-features", type=int, default=d["max_features"].default,
-                   help=d["max_features"].metadata["help"] + f" (default {d['max_features'].default:,})")
+    f.add_argument("--data-dir", help=DATA_DIR_HELP)
+    add_fields(f, ScreenSettings, ["max_recall_loss", "criterion", "max_features"])
 
 
 def figures_table(screen: Screen) -> str:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from moderation.errors import ConfigError
+from moderation.settings import DATA_DIR_HELP
 
 DEFAULT_DB = os.environ.get("MODERATION_REVIEW_DB", "runs/review.sqlite")
 
@@ -60,7 +61,7 @@ def add_parser(sub) -> None:
                                        "under OUT_DIR/runs) or one such file; default: the store's merchants and appeals")
     p.add_argument("--labels", help="with --eval-runs: a labelled JSONL file (marketplace record format, e.g. "
                                     "eval_sets/kyc/shops.jsonl) to join with, instead of the set named after each run file")
-    p.add_argument("--data-dir", help="public data sets directory, for public sets")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP + ", for public sets")
     p.add_argument("--thresholds", help="eval runs: JSON {policy: threshold} (default: the enforcement file's)")
     p.add_argument("--count-unscored", action="store_true", help="eval runs: count verdicts without scores")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate per table (default 0.05)")

@@ -1,0 +1,40 @@
+"""Flags made from settings dataclasses, so each setting's default and help are written once (on
+its field), as vLLM's `EngineArgs.add_cli_args` / `from_cli_args` do.
+
+A field becomes `--field-name`, typed by its default (a bool field is `--x/--no-x`), with its
+`metadata["help"]` and the default appended; `choices` in the metadata restricts the values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DATA_DIR_HELP = "public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)"
+
+
+def add_fields(parser, cls: type, names: list[str] | None = None) -> None:
+    """Add a flag for each field of the dataclass `cls` (or only those in `names`)."""
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+            continue
+        kwargs: dict[str, Any] = {"default": default, "help": f"{text} (default {default})" if default is not None else text}
+        if default is not None:
+            kwargs["type"] = type(default)
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, **kwargs)
+
+
+def from_args(cls: type[T], args: argparse.Namespace, **overrides) -> T:
+    """The settings the flags of `add_fields` parsed (fields without a flag keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})
