@@ -23,6 +23,7 @@ class RuleBaseline:
 
     name = "rules"
     tunable = False
+    trains = False
 
     def fit(self, train: list[LabelledItem]) -> RuleBaseline:
         return self
@@ -37,6 +38,7 @@ class TfidfBaseline:
 
     name = "tfidf"
     tunable = True
+    trains = True
 
     def __init__(self, max_features: int = 200_000, seed: int = 0):
         self.max_features = max_features

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -81,6 +82,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--llm-dev", type=int, default=0,
                    help="also run the LLM on N dev items per set, choose per-policy thresholds on its scores, report "
                         "'llm@dev-thresholds' and write them to OUT_DIR/thresholds/SET.json (for `run --thresholds`)")
+    _add_eval_labels(p)
     add_backend_args(p)
     compare_sub = p.add_subparsers(dest="eval_command")
     c = compare_sub.add_parser("compare", help="paired comparison of two run files on the same labelled items")
@@ -91,6 +93,25 @@ def _add_eval(sub) -> None:
     c.add_argument("--data-dir", help=DATA_DIR_HELP)
     c.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
     c.add_argument("--json", help="also write the comparison, with the flipped items, to this JSON file")
+
+
+def _add_eval_labels(p) -> None:
+    """`eval --labels`: a team's own labelled file instead of the built-in sets."""
+    from moderation.labels import LabelOptions
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(LabelOptions)}
+    g = p.add_argument_group("your own labelled data (eval --labels)")
+    g.add_argument("--labels", metavar="FILE",
+                   help="score this labelled JSONL/CSV/Parquet file instead of the built-in sets: gold in a `violations` "
+                        "column (policy ids), optionally `decision`; with a `split` column, its test rows are scored and "
+                        "its dev/train rows used as --dev/--train")
+    g.add_argument("--train", metavar="FILE", help="labelled file TF-IDF is trained on (default: the train splits of --sets)")
+    g.add_argument("--dev", metavar="FILE", help="labelled file the thresholds are chosen on (TF-IDF's, and the LLM's "
+                                                 "as 'llm@dev-thresholds')")
+    g.add_argument("--columns", help=helps["columns"] + " " + COLUMNS_HELP)
+    g.add_argument("--kind", default="listing", help=helps["kind"])
+    g.add_argument("--label-policy", help=helps["label_policy"])
+    g.add_argument("--format", choices=["jsonl", "csv", "parquet"], help=helps["fmt"])
 
 
 def _add_serve(sub) -> None:

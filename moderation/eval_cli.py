@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from moderation.baselines import BASELINES
+from moderation.datasets import LabelledItem
 from moderation.errors import ConfigError
 from moderation.evalsets import load_set, parse_names, set_names
 from moderation.evaluate import (
@@ -23,41 +27,118 @@ from moderation.evaluate import (
     write_metrics,
 )
 from moderation.metrics import macro_f1, mcnemar
-from moderation.report import html_page, markdown, plot_all
+from moderation.report import by_set, markdown
+from moderation.report_html import html_page
+from moderation.report_plots import plot_set
 from moderation.schema import POLICY_IDS
 
 SYSTEMS = ("rules", "tfidf", "llm")
 
 
+@dataclass
+class ScoredSet:
+    """A set whose test items are scored, with the dev items that choose its thresholds."""
+
+    name: str
+    dev: list[LabelledItem]  # chooses the TF-IDF thresholds
+    test: list[LabelledItem]
+    llm_dev: list[LabelledItem] = field(default_factory=list)  # chooses the LLM's (with --llm-dev, or a team's dev)
+
+
+@dataclass
+class Plan:
+    """What `eval` scores and what the TF-IDF baseline learns from, with where each came from."""
+
+    scored: list[ScoredSet]
+    train: Callable[[], list[LabelledItem]]  # loaded only if a system needs training
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
 def evaluate_sets(args, build_moderator) -> int:
-    """Every chosen system on every chosen set's test split; reports into --out-dir."""
+    """Every chosen system on every chosen set's test split (or on --labels); reports into --out-dir."""
+    from tqdm import tqdm
 
     from moderation.policy import load_policy
 
-    sets, systems = parse_names(args.sets, set_names(), "sets"), parse_names(args.systems, SYSTEMS, "systems")
+    systems = parse_names(args.systems, SYSTEMS, "systems")
     out_dir = Path(args.out_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     policy = load_policy(args.policy)
-    splits = {name: {s: load_set(name, s, args.data_dir) for s in ("train", "dev", "test")} for name in sets}
-    models = {}
-    for name in (s for s in systems if s in BASELINES):
-        print(f"training {name} on the train splits of {len(sets)} sets ...", file=sys.stderr)
-        models[name] = BASELINES[name]().fit([li for name_ in sets for li in splits[name_]["train"]])
+    plan = labels_plan(args, systems) if args.labels else builtin_plan(args)
+    models = _fit_baselines(systems, plan)
     moderator = build_moderator(args) if "llm" in systems else None
     results = []
+    steps = [(s, system) for s in plan.scored for system in systems]
     try:
-        for name in sets:
-            test = sample(splits[name]["test"], args.sample)
-            for system in systems:
+        with tqdm(steps, desc="scoring", unit="step", disable=args.no_progress, file=sys.stderr) as bar:
+            for scored, system in bar:
+                bar.set_postfix_str(f"{system} on {scored.name}")
+                test = sample(scored.test, args.sample)
                 if system == "llm":
-                    results.extend(_evaluate_llm(moderator, name, splits[name]["dev"], test, policy, out_dir, args))
+                    results.extend(_evaluate_llm(moderator, scored.name, scored.llm_dev, test, policy, out_dir, args))
                 else:
-                    results.append(evaluate_baseline(models[system], name, splits[name]["dev"], test, policy, args.bootstrap))
+                    results.append(evaluate_baseline(models[system], scored.name, scored.dev, test, policy, args.bootstrap))
     finally:
         if moderator is not None:
             moderator.backend.close()
-    _write_reports(results, out_dir, args, moderator)
+    _write_reports(results, out_dir, args, moderator, plan.notes)
     return 0
+
+
+def builtin_plan(args) -> Plan:
+    """The built-in sets (--sets): each scored on its test split, thresholds from its dev split."""
+    from tqdm import tqdm
+
+    sets = parse_names(args.sets, set_names(), "sets")
+    splits = {name: {s: load_set(name, s, args.data_dir) for s in ("train", "dev", "test")}
+              for name in tqdm(sets, desc="loading sets", unit="set", disable=args.no_progress, file=sys.stderr)}
+    scored = [ScoredSet(name, splits[name]["dev"], splits[name]["test"], splits[name]["dev"]) for name in sets]
+    return Plan(scored, lambda: [li for name in sets for li in splits[name]["train"]],
+                {"sets": sets, "tfidf_trained_on": f"train splits of {', '.join(sets)}"})
+
+
+def labels_plan(args, systems: list[str]) -> Plan:
+    """A team's labelled file (--labels) scored; TF-IDF trained on --train (else the built-in train
+    splits of --sets); thresholds chosen on --dev (else the file's dev rows, else the built-in dev splits)."""
+    from moderation.labels import LabelOptions, read_labelled, skipped_note
+
+    options = LabelOptions(columns=args.columns, kind=args.kind, label_policy=args.label_policy, fmt=args.format)
+    labelled = read_labelled(args.labels, options)
+    test = labelled.split("test")
+    if not test:
+        raise ConfigError(f"{args.labels} has no test rows to score (its split column puts every row in {sorted(labelled.splits)})")
+    extra = {role: read_labelled(path, options, default_split=role) for role, path in (("train", args.train), ("dev", args.dev)) if path}
+    dev = _all_rows(extra["dev"]) if "dev" in extra else labelled.split("dev")
+    train = _all_rows(extra["train"]) if "train" in extra else labelled.split("train")
+    notes = {"labels": str(args.labels), "test_items": len(test),
+             "skipped": [n for n in map(skipped_note, [labelled, *extra.values()]) if n],
+             "thresholds_from": f"{len(dev)} dev items of {args.dev or args.labels}" if dev else
+             "no dev data: the LLM's own verdicts"}
+    builtin = None
+    if "tfidf" in systems and not (train and dev):
+        builtin = builtin_plan(args)  # the built-in sets fill in training data (and dev, if the team has none)
+    tfidf_dev = dev
+    if not dev and builtin is not None:
+        tfidf_dev = [li for s in builtin.scored for li in s.dev]
+        notes["thresholds_from"] = f"TF-IDF: dev splits of {', '.join(builtin.notes['sets'])}; the LLM: its own verdicts"
+    notes["tfidf_trained_on"] = f"{len(train)} train items of {args.train or args.labels}" if train else (
+        builtin.notes["tfidf_trained_on"] if builtin else None)
+    train_items = (lambda: train) if train else (builtin.train if builtin else list)
+    return Plan([ScoredSet(labelled.name, tfidf_dev, test, dev)], train_items, notes)
+
+
+def _all_rows(labelled) -> list[LabelledItem]:
+    return [li for items in labelled.splits.values() for li in items]
+
+
+def _fit_baselines(systems: list[str], plan: Plan) -> dict:
+    models = {}
+    for name in (s for s in systems if s in BASELINES):
+        train = plan.train() if BASELINES[name].trains else []
+        if train:
+            print(f"training {name} on {plan.notes.get('tfidf_trained_on')} ({len(train)} items) ...", file=sys.stderr)
+        models[name] = BASELINES[name]().fit(train)
+    return models
 
 
 def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: Path, args) -> list:
@@ -70,8 +151,10 @@ def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: 
 
     records, speed = moderate(test, "")
     results = [evaluate_llm_records(name, test, records, policy, n_boot=args.bootstrap, speed=speed)]
-    if args.llm_dev and dev and moderator.scores:
-        dev_items = sample(dev, args.llm_dev)
+    # A team's --dev (or the dev rows of --labels) always chooses thresholds; a built-in set's dev only with --llm-dev.
+    dev_share = args.llm_dev or (None if args.labels else 0)
+    if dev_share != 0 and dev and moderator.scores:
+        dev_items = sample(dev, dev_share)
         dev_records, _ = moderate(dev_items, ".dev")
         thresholds = llm_thresholds(dev_items, dev_records)
         path = out_dir / "thresholds" / f"{name}.json"
@@ -82,20 +165,26 @@ def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: 
     return results
 
 
-def _write_reports(results, out_dir: Path, args, moderator) -> None:
+def _write_reports(results, out_dir: Path, args, moderator, notes: dict) -> None:
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["moderation", *sys.argv[1:]]) if sys.argv and "moderation" in sys.argv[0] else None,
         "sample": args.sample,
+        "bootstrap": args.bootstrap,
         "llm": moderator.provenance() if moderator is not None else None,
+        **notes,
     }
+    for note in notes.get("skipped", ()):
+        print(f"note: {note}", file=sys.stderr)
     write_metrics(results, out_dir / "metrics.json", meta)
     text = markdown(results, header=f"## Results ({meta['date']})")
     (out_dir / "report.md").write_text(text + "\n")
-    images = plot_all(results, out_dir)
-    (out_dir / "report.html").write_text(html_page(text, images))
+    figures = [f for set_name, rs in by_set(results).items() for f in plot_set(set_name, rs, out_dir)]
+    (out_dir / "report.html").write_text(html_page(results, figures, meta))
     print(text)
-    print(f"\nwrote {out_dir / 'metrics.json'}, report.md, report.html and {len(images)} plots")
+    drawn = sum(f.path is not None for f in figures)
+    print(f"\nwrote {out_dir / 'metrics.json'}, report.md, report.html and {drawn} plots "
+          f"({len(figures) - drawn} not drawn, the report says why)")
 
 
 def compare_runs(args) -> int:

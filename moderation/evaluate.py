@@ -25,6 +25,7 @@ from moderation.metrics import (
     calibration_metrics,
     choose_thresholds,
     decide,
+    group_metrics,
     label_matrix,
     point_metrics,
     ranking_metrics,
@@ -48,11 +49,12 @@ class SystemResult:
     speed: dict[str, float]
     labels: Labels = field(repr=False)
     ids: list[str] = field(repr=False)
+    breakdown: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # dimension -> group -> metrics
 
     def to_json(self) -> dict[str, Any]:
         return {"system": self.system, "set": self.set_name, "n": self.n, "metrics": self.metrics,
                 "intervals": {k: list(v) for k, v in self.intervals.items()}, "thresholds": self.thresholds,
-                "speed": self.speed}
+                "speed": self.speed, "breakdown": self.breakdown}
 
 
 def sample(items: list[LabelledItem], n: int | None) -> list[LabelledItem]:
@@ -87,7 +89,21 @@ def finish(system: str, set_name: str, items: list[LabelledItem], labels: Labels
     metrics = all_metrics(labels)
     metrics.update(injection_robustness(items, labels))
     return SystemResult(system, set_name, len(items), metrics, bootstrap(labels, all_metrics, n_boot=n_boot),
-                        dict(zip(POLICY_IDS, map(float, thresholds))), speed, labels, [li.item.id for li in items])
+                        dict(zip(POLICY_IDS, map(float, thresholds))), speed, labels, [li.item.id for li in items],
+                        breakdown(items, labels))
+
+
+BREAKDOWN = ("language", "kind", "region")
+
+
+def breakdown(items: list[LabelledItem], labels: Labels) -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics per language, per kind and per region (items without one are "unknown"), largest group first."""
+    out = {}
+    for dimension in BREAKDOWN:
+        values = np.array([getattr(li.item, dimension) or "unknown" for li in items], dtype=object)
+        groups = sorted(set(values), key=lambda g: (-(values == g).sum(), g))
+        out[dimension] = {str(g): group_metrics(labels.take(np.flatnonzero(values == g))) for g in groups}
+    return out
 
 
 def evaluate_baseline(model, set_name: str, dev: list[LabelledItem], test: list[LabelledItem], policy: Policy,

@@ -95,6 +95,20 @@ def point_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[
     return out
 
 
+GROUP_METRICS = ("macro_f1", "micro_f1", "clean_fpr", "decision_accuracy")
+
+
+def group_metrics(labels: Labels) -> dict[str, float]:
+    """The few metrics a breakdown (by language, kind or region) shows per group, with its counts:
+    items, violating items, and the share of violating items flagged with any policy."""
+    gold_any, pred_any = labels.gold.any(1), labels.pred.any(1)
+    point = point_metrics(labels)
+    out = {"n": len(labels), "violating": int(gold_any.sum()),
+           "violation_recall": float(pred_any[gold_any].mean()) if gold_any.any() else math.nan}
+    out.update({k: point[k] for k in GROUP_METRICS if k in point})
+    return out
+
+
 def ranking_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[str, float]:
     """Per-policy AUPRC and ROC-AUC from scores, and their macro means (policies with both classes)."""
     from sklearn.metrics import average_precision_score, roc_auc_score

@@ -1,0 +1,194 @@
+"""A team's own labelled dump, for `moderation eval --labels`: items read exactly as `run` reads
+them (generic fields, column maps per kind), with gold labels beside them.
+
+Gold is a `violations` column (a list of policy ids: a JSON list, or ids separated by commas,
+semicolons or bars; empty means clean) and optionally a `decision` column. A file with one
+binary `label` column stands for one policy (`--label-policy`). The project's own record format
+(a `gold` object holding `violations` and `decision`, as in eval_sets/) is read too. Every gold
+column name can be mapped like a field: `--columns violations=policies,decision=action`.
+A `split` column, where there is one, puts rows in train, dev or test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moderation.columns import IGNORE, ColumnMap, column_for, parse_column_map
+from moderation.datasets import SPLITS, LabelledItem
+from moderation.errors import ConfigError
+from moderation.items import Item, ReadLimits, RowError, read_records, read_row
+from moderation.schema import DECISIONS, POLICY_IDS
+
+GOLD_KEYS = ("violations", "decision", "label", "split")
+RECORD_GOLD = "gold"  # the project's own format: {"gold": {"violations": [...], "decision": ...}}
+RECORD_EXTRAS = ("gold", "tags", "rationale")  # label columns of that format, never item text
+LICENCE = "the team's own labels"
+TRUE_WORDS = {"1", "true", "yes", "y", "t", "violating", "violation", "positive", "bad"}
+FALSE_WORDS = {"0", "false", "no", "n", "f", "clean", "negative", "ok", "good", "allow", "none"}
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How to read a labelled file."""
+
+    columns: str | None = field(default=None, metadata={"help": "Column map, as for `run --columns`, plus violations=, decision=, label=, split=."})
+    kind: str = field(default="listing", metadata={"help": "Kind of rows without a kind column."})
+    label_policy: str | None = field(default=None, metadata={"help": "The policy a binary `label` column stands for."})
+    fmt: str | None = field(default=None, metadata={"help": "jsonl, csv or parquet, when the file name does not tell."})
+
+    def __post_init__(self):
+        if self.label_policy is not None and self.label_policy not in POLICY_IDS:
+            raise ConfigError(f"--label-policy {self.label_policy!r} is not a policy id; expected one of {list(POLICY_IDS)}")
+
+
+@dataclass
+class LabelledFile:
+    """A labelled file's items by split, and the rows that did not become labelled items."""
+
+    name: str
+    splits: dict[str, list[LabelledItem]]
+    skipped: Counter = field(default_factory=Counter)  # reason -> rows
+
+    def split(self, name: str) -> list[LabelledItem]:
+        return self.splits.get(name, [])
+
+
+def read_labelled(path: str | Path, options: LabelOptions, default_split: str = "test") -> LabelledFile:
+    """Every labelled row of a file, as LabelledItems grouped by split.
+
+    Args:
+        path: a JSONL, CSV or Parquet file (as `run` reads).
+        options: column map, default kind, label policy, format.
+        default_split: the split of rows when the file has no split column.
+
+    Raises:
+        ConfigError: a bad column map or label policy, or no row has gold labels.
+        InputError: the file cannot be read, or the map names a column it does not have.
+    """
+    columns = parse_column_map(options.columns, extra_keys=GOLD_KEYS)
+    item_columns = _item_columns(columns)
+    splits: dict[str, list[LabelledItem]] = {}
+    skipped: Counter = Counter()
+    for line, raw in read_records(path, fmt=options.fmt, columns=columns, default_kind=options.kind, limits=ReadLimits()):
+        labelled = _labelled_row(raw, line, item_columns, columns, options, default_split)
+        if isinstance(labelled, str):
+            skipped[labelled] += 1
+        else:
+            splits.setdefault(labelled.split, []).append(labelled)
+    if not splits:
+        raise ConfigError(f"no row of {path} has gold labels; {_first_reasons(skipped)}")
+    return LabelledFile(Path(path).name.split(".")[0], splits, skipped)
+
+
+def _item_columns(columns: ColumnMap) -> ColumnMap:
+    """The map that reads a row's item: gold columns left out and listed as read on purpose."""
+    gold = [column_for(columns, None, key) for key in GOLD_KEYS]
+    mapping = {k: v for k, v in columns.items() if k not in GOLD_KEYS}
+    mapping[IGNORE] = [*columns.get(IGNORE, ()), *gold, *RECORD_EXTRAS]
+    return mapping
+
+
+def _labelled_row(raw: Any, line: int, item_columns: ColumnMap, columns: ColumnMap, options: LabelOptions,
+                  default_split: str) -> LabelledItem | str:
+    """The row as a LabelledItem, or the reason it is not one."""
+    if isinstance(raw, RowError):
+        return raw.reason.split(":")[0]
+    item = read_row(raw, line, columns=item_columns, default_kind=options.kind, limits=ReadLimits())
+    if not isinstance(item, Item):
+        return item.reason.split(":")[0]
+    try:
+        violations, decision = gold_of(raw, columns, options.label_policy)
+        split = _split_of(raw, columns, default_split)
+    except ValueError as exc:
+        return str(exc)
+    return LabelledItem(item, violations, split, "labels", LICENCE, decision)
+
+
+def gold_of(raw: dict, columns: ColumnMap, label_policy: str | None) -> tuple[frozenset[str], str | None]:
+    """(violations, decision) of one row.
+
+    Raises:
+        ValueError: no gold in the row, or gold that is not a policy id, a decision or a yes/no.
+    """
+    record = raw.get(RECORD_GOLD) if isinstance(raw.get(RECORD_GOLD), dict) else {}
+    violations = _cell(raw, column_for(columns, None, "violations"), record.get("violations"))
+    label = _cell(raw, column_for(columns, None, "label"))
+    if violations is None and label is None:
+        raise ValueError(f"no gold: no {column_for(columns, None, 'violations')!r} or {column_for(columns, None, 'label')!r} column value")
+    gold = set(parse_violations(violations)) if violations is not None else set()
+    if label is not None:
+        if label_policy is None:
+            raise ValueError("a label column needs --label-policy (the policy it stands for)")
+        gold |= {label_policy} if parse_flag(label) else set()
+    decision = _cell(raw, column_for(columns, None, "decision"), record.get("decision")) or None  # "": not labelled
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"decision {str(decision)[:30]!r} is not one of {list(DECISIONS)}")
+    return frozenset(gold), decision
+
+
+def _cell(raw: dict, column: str, fallback: Any = None) -> Any:
+    value = raw.get(column)
+    return fallback if value is None else value
+
+
+def parse_violations(value: Any) -> list[str]:
+    """Policy ids from a list, a JSON list in text, or text with ids separated by , ; | or spaces.
+
+    Raises:
+        ValueError: an id that is not a policy.
+    """
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("violations hold text that looks like a JSON list but does not parse") from None
+    ids = [str(v).strip() for v in value] if isinstance(value, list) else re.split(r"[,;|\s]+", str(value).strip())
+    ids = [i for i in ids if i and i.lower() not in {"none", "clean", "[]"}]
+    unknown = sorted(set(ids) - set(POLICY_IDS))
+    if unknown:
+        raise ValueError(f"unknown policy id {unknown[0]!r:.40} in violations")
+    return ids
+
+
+def parse_flag(value: Any) -> bool:
+    """A binary label: true/false, 1/0, yes/no (and a few synonyms).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS or word in POLICY_IDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"label {str(value)[:30]!r} is not a yes/no value")
+
+
+def _split_of(raw: dict, columns: ColumnMap, default: str) -> str:
+    split = raw.get(column_for(columns, None, "split"))
+    if split in (None, ""):
+        return default
+    if split not in SPLITS:
+        raise ValueError(f"split {str(split)[:20]!r} is not one of {list(SPLITS)}")
+    return split
+
+
+def _first_reasons(skipped: Counter) -> str:
+    if not skipped:
+        return "the file has no rows"
+    return "rows skipped: " + "; ".join(f"{n} x {reason}" for reason, n in skipped.most_common(3))
+
+
+def skipped_note(labelled: LabelledFile) -> str | None:
+    """One line on the rows that were left out, or None when every row was read."""
+    total = sum(labelled.skipped.values())
+    return f"{labelled.name}: {total} rows without usable gold or item left out ({_first_reasons(labelled.skipped)})" if total else None
