@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -99,7 +98,6 @@ def _add_eval_labels(p) -> None:
     """`eval --labels`: a team's own labelled file instead of the built-in sets."""
     from moderation.labels import LabelOptions
 
-    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(LabelOptions)}
     g = p.add_argument_group("your own labelled data (eval --labels)")
     g.add_argument("--labels", metavar="FILE",
                    help="score this labelled JSONL/CSV/Parquet file instead of the built-in sets: gold in a `violations` "
@@ -108,10 +106,7 @@ def _add_eval_labels(p) -> None:
     g.add_argument("--train", metavar="FILE", help="labelled file TF-IDF is trained on (default: the train splits of --sets)")
     g.add_argument("--dev", metavar="FILE", help="labelled file the thresholds are chosen on (TF-IDF's, and the LLM's "
                                                  "as 'llm@dev-thresholds')")
-    g.add_argument("--columns", help=helps["columns"] + " " + COLUMNS_HELP)
-    g.add_argument("--kind", default="listing", help=helps["kind"])
-    g.add_argument("--label-policy", help=helps["label_policy"])
-    g.add_argument("--format", choices=["jsonl", "csv", "parquet"], help=helps["fmt"])
+    add_fields(g, LabelOptions)
 
 
 def _add_serve(sub) -> None:

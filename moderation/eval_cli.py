@@ -31,6 +31,7 @@ from moderation.report import by_set, markdown
 from moderation.report_html import html_page
 from moderation.report_plots import plot_set
 from moderation.schema import POLICY_IDS
+from moderation.settings import from_args
 
 SYSTEMS = ("rules", "tfidf", "llm")
 
@@ -102,7 +103,7 @@ def labels_plan(args, systems: list[str]) -> Plan:
     splits of --sets); thresholds chosen on --dev (else the file's dev rows, else the built-in dev splits)."""
     from moderation.labels import LabelOptions, read_labelled, skipped_note
 
-    options = LabelOptions(columns=args.columns, kind=args.kind, label_policy=args.label_policy, fmt=args.format)
+    options = from_args(LabelOptions, args)
     labelled = read_labelled(args.labels, options)
     test = labelled.split("test")
     if not test:

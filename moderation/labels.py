@@ -36,10 +36,13 @@ FALSE_WORDS = {"0", "false", "no", "n", "f", "clean", "negative", "ok", "good", 
 class LabelOptions:
     """How to read a labelled file."""
 
-    columns: str | None = field(default=None, metadata={"help": "Column map, as for `run --columns`, plus violations=, decision=, label=, split=."})
-    kind: str = field(default="listing", metadata={"help": "Kind of rows without a kind column."})
-    label_policy: str | None = field(default=None, metadata={"help": "The policy a binary `label` column stands for."})
-    fmt: str | None = field(default=None, metadata={"help": "jsonl, csv or parquet, when the file name does not tell."})
+    columns: str | None = field(default=None, metadata={
+        "help": "column map of the labelled files, as for `run --columns` ('field=column,kind.field=column,...' or a "
+                ".yaml file), plus the gold columns: violations=, decision=, label=, split="})
+    kind: str = field(default="listing", metadata={"help": "kind of labelled rows without a kind column"})
+    label_policy: str | None = field(default=None, metadata={"help": "the policy a yes/no `label` column stands for"})
+    format: str | None = field(default=None, metadata={"help": "format of the labelled files, when their names do not tell",
+                                                       "choices": ["jsonl", "csv", "parquet"]})
 
     def __post_init__(self):
         if self.label_policy is not None and self.label_policy not in POLICY_IDS:
@@ -74,7 +77,7 @@ def read_labelled(path: str | Path, options: LabelOptions, default_split: str = 
     item_columns = _item_columns(columns)
     splits: dict[str, list[LabelledItem]] = {}
     skipped: Counter = Counter()
-    for line, raw in read_records(path, fmt=options.fmt, columns=columns, default_kind=options.kind, limits=ReadLimits()):
+    for line, raw in read_records(path, fmt=options.format, columns=columns, default_kind=options.kind, limits=ReadLimits()):
         labelled = _labelled_row(raw, line, item_columns, columns, options, default_split)
         if isinstance(labelled, str):
             skipped[labelled] += 1
