@@ -55,3 +55,14 @@ def test_random_and_stratified_samples_record_how_many_run_records_each_pick_sta
     stratified = sample_run(records, SampleConfig(strategy="stratified", n=8))
     assert {why["stratum"]: why["weight"] for _, why in stratified} == {"remove/spam": 1.0, "allow/none": 24.0}
     assert {why["weight"] for _, why in sample_run(records, SampleConfig(n=10))} == {10.0}
+
+
+def test_an_overlap_item_reviewed_twice_counts_once_in_the_violation_rate(tmp_path):
+    store = Store(tmp_path / "o.sqlite")
+    store.create_queue("q", entries(3, overlap_every=3), {})  # it-000 twice (a replica), it-001 and it-002 once
+    for reviewer in ("ann", "bob"):
+        while (check := store.claim_next("q", reviewer)) is not None:
+            store.decide(check.check_id, reviewer, check.version, "accept")
+    rates = dashboard.summary(store.checks())["violation_rates"]
+    # 1 of 3 items violates; counting both reviews of the replica would say 2 of 4.
+    assert rates["policy"]["counterfeit_ip"] == pytest.approx(1 / 3) and rates["counts"]["policy"]["counterfeit_ip"] == (2, 4)

@@ -80,13 +80,15 @@ def violation_rates(checks: Iterable[CaseCheck]) -> dict[str, Any]:
 
     When every judged check carries a sample weight, the shares are weighted back to the run (a
     stratified sample over-draws rare cells, so its raw share is not the run's rate); otherwise
-    they are plain shares of the reviewed items. `counts` holds the raw (with a violation, judged)
-    per group, `weighted` says which.
+    they are plain shares of the reviewed items. An overlap item's two reviews count as one item.
+    `counts` holds the raw (checks with a violation, checks judged) per group, `weighted` says which.
     """
     judged = [c for c in checks if c.review_decision in JUDGED and c.reviewer_verdict]
     weights = [sample_weight(c) for c in judged]
     weighted = bool(judged) and all(w is not None for w in weights)
-    weights = [w if weighted else 1.0 for w in weights]
+    # An overlap item reviewed twice is one item: its two verdicts share its weight.
+    copies = Counter((c.queue, c.overlap_group) for c in judged if c.overlap_group)
+    weights = [(w if weighted else 1.0) / copies.get((c.queue, c.overlap_group), 1) for c, w in zip(judged, weights)]
     out: dict[str, Any] = {"policy": {}, "region": {}, "day": {}, "counts": {"policy": {}, "region": {}, "day": {}},
                            "weighted": weighted, "judged": len(judged)}
     total = sum(weights)
