@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moderation.batch import BatchRunner, RunOptions, read_output  # noqa: E402
-from moderation.factory import add_backend_args, run_moderator  # noqa: E402
 from moderation.evalsets import load_set, set_names  # noqa: E402
 from moderation.evaluate import gold_labels, llm_outputs, sample  # noqa: E402
+from moderation.factory import add_backend_args, run_moderator  # noqa: E402
 from moderation.metrics import macro_f1  # noqa: E402
 from moderation.screen import CRITERIA, fit_screen, load_screen  # noqa: E402
 

@@ -22,7 +22,7 @@ from moderation.curate import (
 from moderation.datasets import LabelledItem
 from moderation.dedup import MinHashIndex, jaccard
 from moderation.evalsets import load_set
-from moderation.items import Item, RowError
+from moderation.items import Item
 from moderation.prompts import load_template
 from moderation.schema import parse_verdict
 

@@ -5,8 +5,8 @@ from argparse import Namespace
 
 import pytest
 
-from moderation.factory import run_thresholds
 from moderation.errors import ConfigError
+from moderation.factory import run_thresholds
 from moderation.items import Item
 from moderation.model import DEFAULT_ADAPTER, PROFILE_FILE, PROJECT_ROOT, load_adapter, model_profile
 from moderation.schema import POLICY_IDS

@@ -6,8 +6,8 @@ from conftest import write_jsonl
 
 from moderation.cli import main
 from moderation.datasets import LabelledItem
-from moderation.evaluate import evaluate_baseline, injection_robustness, sample, score_labels
 from moderation.evalsets import load_set
+from moderation.evaluate import evaluate_baseline, injection_robustness, sample, score_labels
 from moderation.items import Item
 from moderation.schema import POLICY_IDS
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import read_jsonl, write_jsonl
 
 from moderation.backends import BackendConfig, load_backend
-from moderation.backends.fake import item_text_of, keyword_verdict
 from moderation.backends.base import GenerationRequest
+from moderation.backends.fake import item_text_of, keyword_verdict
 from moderation.batch import BatchRunner
 from moderation.errors import BackendError
 from moderation.items import read_items

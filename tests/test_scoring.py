@@ -11,6 +11,7 @@ from moderation.metrics import ece, reliability
 from moderation.schema import DECISIONS, POLICY_IDS
 from moderation.scoring import LabelProbe, TokenScorer, combine, policy_prefix
 
+
 # A toy tokenizer: each character is a token, except "ab" which merges into one (id 1000),
 # so labels "abc" / "abd" / "x" share a first token and need a second probe.
 def encode(text: str) -> list[int]:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, listing, read_jsonl, write_jsonl
 
-from moderation.baselines import TfidfBaseline
 from moderation.backends.fake import item_text_of
+from moderation.baselines import TfidfBaseline
 from moderation.batch import BatchRunner, ChunkModerator, screen_verdict
 from moderation.cli import main
 from moderation.datasets import LabelledItem

@@ -18,7 +18,12 @@ from moderation.errors import InputError
 from moderation.merchants.enforcement import Enforcement
 from moderation.merchants.health import score_all
 from moderation.merchants.ledger import (
-    APPEALS_QUEUE, ItemVerdict, effective_violations, latest_checks, latest_per_item, parse_time,
+    APPEALS_QUEUE,
+    ItemVerdict,
+    effective_violations,
+    latest_checks,
+    latest_per_item,
+    parse_time,
 )
 from moderation.review.store import Store, now_iso
 
