@@ -13,11 +13,15 @@ import sys
 from moderation.backends.base import BackendConfig
 from moderation.errors import ConfigError
 from moderation.schema import RATIONALE_MAX_CHARS
+from moderation.settings import add_fields, from_args
+
+# BackendConfig fields that are flags of the same name (default and help written once, on the field)
+ENGINE_FLAGS = ["dtype", "gpu_memory_utilization", "enforce_eager", "max_model_len", "block_size", "max_num_seqs",
+                "max_num_batched_tokens", "kv_cache_gib", "chunked_prefill", "base_url", "concurrency"]
 
 
 def add_backend_args(p) -> None:
     """The flags that choose and configure the backend, model, prompt and thresholds."""
-    engine_help = BackendConfig.help()
     p.add_argument("--backend", default="vllm", help="vllm (default), transformers, openai or fake")
     p.add_argument("--model", default="default",
                    help="'default' (SmolLM2-135M-Instruct with the shipped moderation adapter merged, its prompt and "
@@ -28,20 +32,9 @@ def add_backend_args(p) -> None:
                                         "first) and records list the policies that reach them as `flagged`; default: "
                                         "the model's shipped thresholds ('default' has them); 'none' for none")
     p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
-    p.add_argument("--max-tokens", type=int, default=256, help="generated tokens per verdict, at most (default 256)")
+    add_fields(p, BackendConfig, ["max_tokens"])
     p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
-    p.add_argument("--dtype", default="auto", help=engine_help["dtype"])
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM: share of GPU memory (of RAM on CPU)")
-    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
-                   help="vLLM: skip compilation and graph capture (default: on for CPU, off for GPU)")
-    p.add_argument("--max-model-len", type=int, default=8192, help="vLLM: prompt plus output tokens, at most (default 8192)")
-    p.add_argument("--block-size", type=int, help=engine_help["block_size"])
-    p.add_argument("--max-num-seqs", type=int, help=engine_help["max_num_seqs"])
-    p.add_argument("--max-num-batched-tokens", type=int, help=engine_help["max_num_batched_tokens"])
-    p.add_argument("--kv-cache-gib", type=float, help=engine_help["kv_cache_gib"])
-    p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, default=None, help=engine_help["chunked_prefill"])
-    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
-    p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    add_fields(p, BackendConfig, ENGINE_FLAGS)
     p.add_argument("--rationale-chars", type=int, default=RATIONALE_MAX_CHARS,
                    help=f"the rationale's length budget in characters, at most {RATIONALE_MAX_CHARS} (default {RATIONALE_MAX_CHARS})")
     p.add_argument("--free-evidence", action="store_true", help="do not constrain evidence to quotes from the item")
@@ -119,30 +112,15 @@ def load_adapters(specs: list[str]):
 def build_moderator(args):
     """The backend named on the command line (with every --adapter loaded), wrapped in a
     Moderator with policy and prompt that asks for the base model."""
-    from moderation.backends import BackendConfig, load_backend
+    from moderation.backends import load_backend
     from moderation.pipeline import Moderator
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
     policy, template = load_policy(args.policy), load_template(args.prompt or model_profile_for(args).prompt)
     adapters = load_adapters(args.adapter)
-    config = BackendConfig(
-        model=args.model,
-        max_tokens=args.max_tokens,
-        batch_size=args.chunk_size,
-        dtype=args.dtype,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        enforce_eager=args.enforce_eager,
-        max_model_len=args.max_model_len,
-        block_size=args.block_size,
-        max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        chunked_prefill=args.chunked_prefill,
-        kv_cache_gib=args.kv_cache_gib,
-        base_url=args.base_url,
-        concurrency=args.concurrency,
-        adapters=adapters,
-    )
+    config = from_args(BackendConfig, args, ["model", "max_tokens", *ENGINE_FLAGS], batch_size=args.chunk_size,
+                       adapters=adapters)
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
     return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,

@@ -2,7 +2,8 @@
 its field), as vLLM's `EngineArgs.add_cli_args` / `from_cli_args` do.
 
 A field becomes `--field-name`, typed by its default (a bool field is `--x/--no-x`), with its
-`metadata["help"]` and the default appended; `choices` in the metadata restricts the values.
+`metadata["help"]` and the default appended; `choices` in the metadata restricts the values, and
+`type` gives the type of a field whose default is None.
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ def add_fields(parser, cls: type, names: list[str] | None = None) -> None:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
-        if isinstance(default, bool):
+        kind = type(default) if default is not None else f.metadata.get("type")
+        if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
             continue
         kwargs: dict[str, Any] = {"default": default, "help": f"{text} (default {default})" if default is not None else text}
-        if default is not None:
-            kwargs["type"] = type(default)
+        if kind is not None:
+            kwargs["type"] = kind
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kwargs)
 
 
-def from_args(cls: type[T], args: argparse.Namespace, **overrides) -> T:
-    """The settings the flags of `add_fields` parsed (fields without a flag keep their defaults)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+def from_args(cls: type[T], args: argparse.Namespace, names: list[str] | None = None, **overrides) -> T:
+    """The settings the flags of `add_fields` parsed (those in `names`, if given; fields without a
+    flag keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+              if hasattr(args, f.name) and (names is None or f.name in names)}
     return cls(**{**values, **overrides})

@@ -47,3 +47,18 @@ def test_the_servers_flags_come_from_its_options():
     args = build_parser().parse_args(["serve", "--max-queue", "7", "--drain-s", "1.5"])
     options = from_args(ServeOptions, args)
     assert (options.max_queue, options.drain_s, options.max_batch) == (7, 1.5, ServeOptions().max_batch)
+
+
+def test_the_engine_flags_come_from_the_backend_config_and_build_it():
+    from moderation.backends.base import BackendConfig
+    from moderation.factory import ENGINE_FLAGS, add_backend_args
+
+    p = argparse.ArgumentParser()
+    add_backend_args(p)
+    default = from_args(BackendConfig, p.parse_args([]), ["model", "max_tokens", *ENGINE_FLAGS])
+    assert default == BackendConfig()
+    args = p.parse_args(["--dtype", "float32", "--no-enforce-eager", "--kv-cache-gib", "1.5", "--max-num-seqs", "16"])
+    config = from_args(BackendConfig, args, ENGINE_FLAGS)
+    assert (config.dtype, config.enforce_eager, config.kv_cache_gib, config.max_num_seqs) == ("float32", False, 1.5, 16)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--dtype", "int4"])

@@ -18,16 +18,17 @@ class BackendConfig:
     batch_size: int = field(default=64, metadata={"help": "Items per generate call (transformers) or request window (openai)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (retries sample; first attempts are greedy)."})
     gpu_memory_utilization: float = field(default=0.5, metadata={"help": "vLLM: share of GPU memory, or of RAM on CPU."})
-    enforce_eager: bool | None = field(default=None, metadata={"help": "vLLM: skip compilation and graph capture; None means yes on CPU, no on GPU."})
+    enforce_eager: bool | None = field(default=None, metadata={"type": bool, "help": "vLLM: skip compilation and graph capture; unset: yes on CPU, no on GPU."})
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
-    block_size: int | None = field(default=None, metadata={"help": "vLLM: KV-cache block size in tokens; default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
-    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto (vLLM on CPU: bfloat16, measured fastest there; else the checkpoint's), float32, bfloat16 or float16."})
-    max_num_seqs: int | None = field(default=None, metadata={"help": "vLLM: sequences per engine step, at most; None: the engine's default."})
-    max_num_batched_tokens: int | None = field(default=None, metadata={"help": "vLLM: tokens per engine step, at most; None: the engine's default."})
-    kv_cache_gib: float | None = field(default=None, metadata={"help": (
+    block_size: int | None = field(default=None, metadata={"type": int, "help": "vLLM: KV-cache block size in tokens; default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
+    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16"), "help": (
+        "Weights dtype (vLLM on CPU: auto is bfloat16, measured fastest there; else the checkpoint's).")})
+    max_num_seqs: int | None = field(default=None, metadata={"type": int, "help": "vLLM: sequences per engine step, at most; unset: the engine's default."})
+    max_num_batched_tokens: int | None = field(default=None, metadata={"type": int, "help": "vLLM: tokens per engine step, at most; unset: the engine's default."})
+    kv_cache_gib: float | None = field(default=None, metadata={"type": float, "help": (
         "vLLM: KV-cache space in GiB; default: 2 on CPU (docs/throughput.md), the engine's own on GPU; "
         "0: the engine's own (--gpu-memory-utilization of the GPU, or of RAM on CPU).")})
-    chunked_prefill: bool | None = field(default=None, metadata={"help": "vLLM: split long prompts across engine steps; None: the engine's default."})
+    chunked_prefill: bool | None = field(default=None, metadata={"type": bool, "help": "vLLM: split long prompts across engine steps; unset: the engine's default."})
     base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={"help": "openai: server URL."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai: environment variable holding the key."})
     timeout_s: float = field(default=120.0, metadata={"help": "openai: per-request timeout in seconds."})
