@@ -86,10 +86,12 @@ class HiddenFeatures:
         newline, where the tokenizer splits anyway), together at most `max_tokens`."""
         cut = text.rfind(PREFIX_END)
         cut = cut + len(PREFIX_END) if cut >= 0 else 0
-        encode = lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"] if t else []  # noqa: E731
-        prefix = encode(text[:cut])[:self.max_tokens // 2]
-        own = encode(text[cut:])[:self.max_tokens - len(prefix)]
+        prefix = self._encode(text[:cut])[:self.max_tokens // 2]
+        own = self._encode(text[cut:])[:self.max_tokens - len(prefix)]
         return (tuple(prefix), own) if own else ((), prefix or [0])
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def _prefix(self, prefix: tuple[int, ...]):
         """(key-value cache, per-layer hidden-state sums, length) of a shared prefix; None for none."""
