@@ -21,7 +21,7 @@ from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, Row, RowError
 from moderation.pipeline import Moderator, Outcome
 from moderation.runfile import SOURCE_KEYS, OutputFile, read_output
-from moderation.schema import SCHEMA_VERSION
+from moderation.schema import RATIONALE_MAX_CHARS, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +118,12 @@ def output_record(line: int | None, row: Item | RowError, provenance: dict, outc
     return record
 
 
-RATIONALE_MAX = 100  # the verdict schema's maxLength
 
 
 def screen_verdict(screen: dict) -> dict:
     """The allow verdict of an item the first stage cleared."""
     rationale = f"Cleared by the {screen['name']} screen (score {screen['score']:.4f} < {screen['threshold']:.4f}); no LLM call."
-    return {"decision": "allow", "violations": [], "rationale": rationale[:RATIONALE_MAX]}
+    return {"decision": "allow", "violations": [], "rationale": rationale[:RATIONALE_MAX_CHARS]}
 
 
 class ChunkModerator:

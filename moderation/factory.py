@@ -58,7 +58,8 @@ def add_stage_args(p) -> None:
 def run_options(args):
     from moderation.batch import RunOptions
 
-    return RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget, thresholds=run_thresholds(args))
+    # thresholds: the moderator's (ChunkModerator flags at them), so the file is read once
+    return RunOptions(chunk_size=args.chunk_size, error_budget=args.error_budget)
 
 
 def run_screen(args):

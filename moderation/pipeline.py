@@ -179,9 +179,11 @@ class Moderator:
                 decided: Decided | None = None) -> GenerationRequest:
         """The request for one attempt at an item (`messages`: its rendered prompt, if already made;
         `decided`: the outcome its scores fixed, which narrows the schema)."""
-        schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
+        schema = None  # the grounded schema is built once: decided_schema narrows its own copy
         if decided is not None and decided.policies:
-            schema = decided_schema(item.text(), decided.decision, list(decided.policies)) or schema
+            schema = decided_schema(item.text(), decided.decision, list(decided.policies))
+        if schema is None:
+            schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
         if self.rationale_chars < RATIONALE_MAX_CHARS:
             schema = rationale_budget(schema, self.rationale_chars)
         retry = attempt > 1

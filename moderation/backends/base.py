@@ -8,6 +8,8 @@ from typing import Any, Protocol
 from moderation.errors import ConfigError
 from moderation.model import Adapter
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class BackendConfig:
@@ -21,7 +23,7 @@ class BackendConfig:
     enforce_eager: bool | None = field(default=None, metadata={"type": bool, "help": "vLLM: skip compilation and graph capture; unset: yes on CPU, no on GPU."})
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
     block_size: int | None = field(default=None, metadata={"type": int, "help": "vLLM: KV-cache block size in tokens; default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
-    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16"), "help": (
+    dtype: str = field(default="auto", metadata={"choices": DTYPES, "help": (
         "Weights dtype (vLLM on CPU: auto is bfloat16, measured fastest there; else the checkpoint's).")})
     max_num_seqs: int | None = field(default=None, metadata={"type": int, "help": "vLLM: sequences per engine step, at most; unset: the engine's default."})
     max_num_batched_tokens: int | None = field(default=None, metadata={"type": int, "help": "vLLM: tokens per engine step, at most; unset: the engine's default."})
@@ -43,8 +45,8 @@ class BackendConfig:
             raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.kv_cache_gib is not None and self.kv_cache_gib < 0:
             raise ConfigError(f"BackendConfig.kv_cache_gib must be 0 (the engine's default) or more, got {self.kv_cache_gib!r}")
-        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
-            raise ConfigError(f"BackendConfig.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"BackendConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         names = [a.name for a in self.adapters]
         if len(set(names)) < len(names):
             raise ConfigError(f"BackendConfig.adapters: two adapters share a name in {names}")

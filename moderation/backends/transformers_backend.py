@@ -15,7 +15,6 @@ from moderation.model import model_profile, model_sha, resolve_model
 from moderation.scoring import LabelProbe, TokenScorer
 
 logger = logging.getLogger(__name__)
-_DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 class TransformersBackend:
@@ -33,7 +32,7 @@ class TransformersBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[config.dtype])
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=config.dtype)
         if config.adapters:
             from peft import PeftModel
 
