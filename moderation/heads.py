@@ -28,6 +28,7 @@ from moderation.errors import ConfigError
 from moderation.schema import POLICY_IDS
 
 LAYERS = (15, 20)
+MAX_PREFIXES = 4096  # tokenized prefixes kept (one per region and kind in practice)
 PREFIX_END = "<item>\n"  # the shared part of a rendered item prompt ends here (prompts/*.txt)
 C = 0.05  # inverse L2 strength of the hidden-state heads, chosen on dev splits (finetune/MODEL_CARD.md)
 HEADS_FILE, LEXICAL_FILE, CARD_FILE = "heads.npz", "lexical.npz", "heads.json"
@@ -60,6 +61,7 @@ class HiddenFeatures:
         model.layers = model.layers[:max(self.layers)]  # nothing above the deepest chosen layer is needed
         self.model = model.eval()
         self.dim = model.config.hidden_size * len(self.layers)
+        self._prefix_ids: dict[str, list[int]] = {}  # a shared prefix is tokenized once, not once per text
 
     def __call__(self, texts: list[str], progress=None) -> np.ndarray:
         """(texts x dim) features. Texts that share a prefix (everything up to `PREFIX_END`: the
@@ -86,9 +88,17 @@ class HiddenFeatures:
         newline, where the tokenizer splits anyway), together at most `max_tokens`."""
         cut = text.rfind(PREFIX_END)
         cut = cut + len(PREFIX_END) if cut >= 0 else 0
-        prefix = self._encode(text[:cut])[:self.max_tokens // 2]
+        prefix = self._shared_prefix(text[:cut])
         own = self._encode(text[cut:])[:self.max_tokens - len(prefix)]
         return (tuple(prefix), own) if own else ((), prefix or [0])
+
+    def _shared_prefix(self, text: str) -> list[int]:
+        ids = self._prefix_ids.get(text)
+        if ids is None:
+            ids = self._encode(text)[:self.max_tokens // 2]
+            if len(self._prefix_ids) < MAX_PREFIXES:
+                self._prefix_ids[text] = ids
+        return ids
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

@@ -11,7 +11,6 @@ A `split` column, where there is one, puts rows in train, dev or test.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 from moderation.columns import IGNORE, ColumnMap, column_for, parse_column_map
 from moderation.datasets import SPLITS, LabelledItem
 from moderation.errors import ConfigError
-from moderation.items import Item, ReadLimits, RowError, read_records, read_row
+from moderation.items import Item, ReadLimits, RowError, parse_json, read_records, read_row
 from moderation.schema import DECISIONS, POLICY_IDS
 
 GOLD_KEYS = ("violations", "decision", "label", "split")
@@ -147,8 +146,8 @@ def parse_violations(value: Any) -> list[str]:
     """
     if isinstance(value, str) and value.strip().startswith("["):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = parse_json(value, ReadLimits())  # the row reader's depth limit, not a RecursionError
+        except ValueError:
             raise ValueError("violations hold text that looks like a JSON list but does not parse") from None
     ids = [str(v).strip() for v in value] if isinstance(value, list) else re.split(r"[,;|\s]+", str(value).strip())
     ids = [i for i in ids if i and i.lower() not in {"none", "clean", "[]"}]

@@ -51,8 +51,9 @@ def cell(r: SystemResult, key: str, with_interval: bool = True) -> str:
     low_high = r.intervals.get(key)
     if with_interval and low_high and text != "n/a":
         text += f" [{low_high[0]:.2f}, {low_high[1]:.2f}]"
-    if key in counts(r) and text != "n/a":
-        text += " ({}/{})".format(*counts(r)[key])
+    count = counts(r).get(key)
+    if count is not None and text != "n/a":
+        text += " ({}/{})".format(*count)
     return text
 
 

@@ -80,8 +80,9 @@ def value_cell(r: SystemResult, key: str) -> str:
     if text == "n/a":
         return "<td class='na' title='undefined: nothing to take it over'>n/a</td>"
     extra = ""
-    if key in counts(r):
-        extra += " <span class='count'>({}/{})</span>".format(*counts(r)[key])
+    count = counts(r).get(key)
+    if count is not None:
+        extra += " <span class='count'>({}/{})</span>".format(*count)
     if r.intervals.get(key):
         low, high = r.intervals[key]
         extra += f"<small class='ci'>[{low:.2f}, {high:.2f}]</small>"

@@ -327,17 +327,13 @@ def compact_output(path: Path) -> int:
             record = _record(raw, path, lines)
             newest[keys.assign(record.get("id"), record["line"])[0]] = offset
             offset += len(raw)
+    # a dict keeps a key where it was first inserted: `newest` is in first-occurrence order already
     tmp = path.with_name(path.name + ".compacting")
-    written, keys = set(), RowKeys()
-    with open(path, "rb") as fh, open(path, "rb") as lookup, open(tmp, "wb") as out:
-        for n, raw in enumerate(fh, start=1):
-            record = _record(raw, path, n)
-            key = keys.assign(record.get("id"), record["line"])[0]
-            if key not in written:
-                written.add(key)
-                lookup.seek(newest[key])
-                out.write(lookup.readline())
+    with open(path, "rb") as lookup, open(tmp, "wb") as out:
+        for at in newest.values():
+            lookup.seek(at)
+            out.write(lookup.readline())
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
-    return lines - len(written)
+    return lines - len(newest)

@@ -211,18 +211,19 @@ def moderate(moderator, items: list, chunk: int) -> tuple[dict, dict]:
 def classify_only(args, items: list) -> tuple[dict, dict]:
     """The ceiling: the policy heads' scores and the decisions they fix, with no engine at all."""
     from moderation.factory import model_profile_for, run_scorer, run_thresholds
-    from moderation.pipeline import decide
+    from moderation.pipeline import Moderator, decide
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
     scorer, thresholds = run_scorer(args), run_thresholds(args)
     if scorer is None or not thresholds:
         raise SystemExit(f"--model {args.model} ships no policy heads and thresholds: no classification-only pass")
-    policy, template = load_policy(None), load_template(model_profile_for(args).prompt)
+    policy = load_policy(None)  # the moderator score first uses, without an engine (a scorer needs none)
+    moderator = Moderator(None, policy, load_template(model_profile_for(args).prompt), thresholds=thresholds, scorer=scorer)
     records = {}
     for start in range(0, len(items), args.chunk_size):
         batch = items[start:start + args.chunk_size]
-        for li, scores in zip(batch, scorer.score([template.messages(li.item, policy) for li in batch])):
+        for li, scores in zip(batch, moderator.score([li.item for li in batch])):
             decided = decide(scores, thresholds, policy)
             violations = [{"policy": p, "severity": "low", "evidence": "-"} for p in decided.policies]
             records[li.item.id] = {"verdict": {"decision": decided.decision, "violations": violations}, "scores": scores,
