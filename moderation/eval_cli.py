@@ -86,12 +86,19 @@ def evaluate_sets(args, build_moderator) -> int:
     return 0
 
 
+def _by_split(items: list[LabelledItem]) -> dict[str, list[LabelledItem]]:
+    out: dict[str, list[LabelledItem]] = {"train": [], "dev": [], "test": []}
+    for li in items:
+        out.setdefault(li.split, []).append(li)
+    return out
+
+
 def builtin_plan(args) -> Plan:
     """The built-in sets (--sets): each scored on its test split, thresholds from its dev split."""
     from tqdm import tqdm
 
     sets = parse_names(args.sets, set_names(), "sets")
-    splits = {name: {s: load_set(name, s, args.data_dir) for s in ("train", "dev", "test")}
+    splits = {name: _by_split(load_set(name, None, args.data_dir))  # each set read once, not once per split
               for name in tqdm(sets, desc="loading sets", unit="set", disable=args.no_progress, file=sys.stderr)}
     scored = [ScoredSet(name, splits[name]["dev"], splits[name]["test"], splits[name]["dev"]) for name in sets]
     return Plan(scored, lambda: [li for name in sets for li in splits[name]["train"]],

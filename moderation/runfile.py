@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -239,13 +239,16 @@ class OutputFile:
             manifest of an existing file, and written as the manifest of a new one.
         restart: empty the file (and its manifest) first instead of resuming it.
         advice: how to get out of a refused resume, for the error message.
+        on_record: called with each record already in the file, as it is read (serve's journal
+            reloads its idempotency store so, in the same pass).
 
     Raises:
         ConfigError: another process writes the file, or it was made from another input or
             with other settings.
     """
 
-    def __init__(self, path: Path, cache, made_by: dict[str, Any], *, restart: bool = False, advice: str = RUN_ADVICE):
+    def __init__(self, path: Path, cache, made_by: dict[str, Any], *, restart: bool = False, advice: str = RUN_ADVICE,
+                 on_record: Callable[[dict[str, Any]], None] | None = None):
         self.path = path
         self.keys = RowKeys()
         self.done: dict[str, str | None] = {}  # resume key -> fingerprint of its record
@@ -260,7 +263,7 @@ class OutputFile:
             raise ConfigError(f"another run is writing {path}") from None
         try:
             self._open(made_by, restart, advice)
-            self._load(cache, made_by.get("model") or {})
+            self._load(cache, made_by.get("model") or {}, on_record)
         except BaseException:
             self.fh.close()
             raise
@@ -279,9 +282,11 @@ class OutputFile:
                            "record, and rows whose content or model changed are moderated again", self.path)
         write_manifest(self.path, made_by)
 
-    def _load(self, cache, model: dict[str, Any]) -> None:
+    def _load(self, cache, model: dict[str, Any], on_record=None) -> None:
         """Index the records already written; seed the cache with those this model made."""
         for record in read_output(self.path):
+            if on_record is not None:
+                on_record(record)
             key, _ = self.keys.assign(record.get("id"), record["line"])
             self.rewrite |= key in self.done  # a crash after a row was moderated again
             ours = same_source(record.get("provenance") or {}, model)

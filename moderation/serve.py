@@ -30,7 +30,7 @@ from moderation.batch import ChunkModerator, RunOptions, RunStats
 from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, ReadLimits, RowError, item_field_names, parse_json, read_row
 from moderation.pipeline import Moderator
-from moderation.runfile import OutputFile, read_output
+from moderation.runfile import OutputFile
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +105,17 @@ class ModerationService:
 
     def _open_journal(self, path: Path) -> None:
         base = self.chunks[None]
-        self.journal = OutputFile(path, base.cache, base.made_by, advice="start the server with a new --journal file")
-        for record in read_output(path):
-            self.line = max(self.line, record["line"])
-            if record.get("id") and "content_sha" in record:
-                done: Future = Future()
-                done.set_result(record)
-                self.known[record["id"]] = ((record["content_sha"], record["provenance"].get("adapter")), done)
+        self.journal = OutputFile(path, base.cache, base.made_by, advice="start the server with a new --journal file",
+                                  on_record=self._reload)
         logger.info("journal %s: %d records reloaded", path, len(self.known))
+
+    def _reload(self, record: dict) -> None:
+        """A journal record read on start: its line and, for an item, the answer to a retry of its id."""
+        self.line = max(self.line, record["line"])
+        if record.get("id") and "content_sha" in record:
+            done: Future = Future()
+            done.set_result(record)
+            self.known[record["id"]] = ((record["content_sha"], record["provenance"].get("adapter")), done)
 
     def start(self) -> None:
         self.worker.start()
