@@ -31,6 +31,9 @@ def add_backend_args(p) -> None:
     p.add_argument("--thresholds", help="JSON file of {policy: threshold}: verdicts follow the scores cut at them (score "
                                         "first) and records list the policies that reach them as `flagged`; default: "
                                         "the model's shipped thresholds ('default' has them); 'none' for none")
+    p.add_argument("--heads", metavar="DIR",
+                   help="policy heads to score with instead of the model's own (a folder written by "
+                        "`python finetune/fit_heads.py --out DIR`, for example refitted on case checks)")
     p.add_argument("--chunk-size", type=int, default=64, help="items per model call and per checkpoint (default 64)")
     add_fields(p, BackendConfig, ["max_tokens"])
     p.add_argument("--max-attempts", type=int, default=2, help="tries per item before an error record (default 2)")
@@ -122,17 +125,21 @@ def build_moderator(args):
     adapters = load_adapters(args.adapter)
     config = from_args(BackendConfig, args, ["model", "max_tokens", *ENGINE_FLAGS], batch_size=args.chunk_size,
                        adapters=adapters)
+    thresholds, scorer = run_thresholds(args), run_scorer(args)  # bad files fail before the engine loads
     print(f"loading backend {args.backend} with model {args.model} ...", file=sys.stderr)
     backend = load_backend(args.backend, config)
     return Moderator(backend, policy, template, max_attempts=args.max_attempts, grounded_evidence=not args.free_evidence,
-                     scores=args.scores, thresholds=run_thresholds(args), scorer=run_scorer(args),
+                     scores=args.scores, thresholds=thresholds, scorer=scorer,
                      rationale_chars=args.rationale_chars)
 
 
 def run_scorer(args):
-    """The model's policy heads (moderation.heads), where it ships them and scores are on; else None
-    (scores, if on, come from the backend's token probes)."""
-    heads = model_profile_for(args).heads
+    """--heads DIR, else the model's own policy heads (moderation.heads) where it ships them, when
+    scores are on; else None (scores, if on, come from the backend's token probes)."""
+    chosen = getattr(args, "heads", None)
+    if chosen and not args.scores:
+        raise ConfigError("--heads scores items, so it cannot go with --no-scores")
+    heads = chosen or model_profile_for(args).heads
     if not heads or not args.scores:
         return None
     from moderation.heads import load_heads

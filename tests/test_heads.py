@@ -168,3 +168,25 @@ def test_score_first_records_of_a_run_validate_and_every_flagged_item_has_a_gene
             assert record["verdict"]["rationale"] == ALLOW_RATIONALE
     flagged = sum("WIN" in t for t in SPAM + CLEAN)
     assert sum(bool(r["flagged"]) for r in records) == flagged == sum(len(call) for call in moderator.backend.calls) > 0
+
+
+def test_run_scores_with_the_heads_named_by_the_heads_flag(tmp_path, tiny_model):
+    from moderation.cli import main
+    from moderation.runfile import read_output
+
+    texts, y = SPAM * 4 + CLEAN * 4, labels(12, 12)
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=500).fit_texts(texts, y))
+    sha = save_heads(tmp_path, PolicyHeads.fit(HiddenFeatures(tiny_model, layers=(2,))(texts), y), lexical,
+                     {"model": tiny_model, "layers": [2]})
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("".join(json.dumps({"id": f"i{n}", "title": t}) + "\n" for n, t in enumerate(SPAM + CLEAN)))
+    (tmp_path / "t.json").write_text(json.dumps({"spam": 0.5}))
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(dump), "-o", str(out), "--backend", "fake", "--heads", str(tmp_path),
+                 "--thresholds", str(tmp_path / "t.json"), "--no-progress"]) == 0
+    records = list(read_output(out))
+    assert {r["provenance"]["scorer_sha"] for r in records} == {sha}
+    assert all(r["scores"]["scorer"] == "heads" for r in records)
+    assert [bool(r["flagged"]) for r in records] == [True] * 3 + [False] * 3
+    assert main(["run", str(dump), "-o", str(tmp_path / "x.jsonl"), "--backend", "fake", "--heads", str(tmp_path),
+                 "--no-scores"]) == 2
