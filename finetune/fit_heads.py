@@ -7,7 +7,8 @@ Reads each row's user message (region rules and item) and its gold policies (the
 violations); computes the base model's mean-pooled hidden states at `--layers` (bfloat16, length-grouped
 batches), fits one logistic regression per policy on them and one on a character TF-IDF of the same
 text, and writes heads.npz, lexical.npz and heads.json (see moderation/heads.py). Features are cached
-by the dataset's hash under `--cache`, so a refit with other settings skips the model pass.
+per text under `--cache`, so a refit with other settings, or on the same rows plus new ones (a review
+round's case checks), runs the model only on texts it has not seen.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from moderation.heads import LAYERS, C, HiddenFeatures, PolicyHeads, save_heads, user_text  # noqa: E402
+from moderation.heads import FEATURES_VERSION, LAYERS, C, HiddenFeatures, PolicyHeads, save_heads, user_text  # noqa: E402
 from moderation.metrics import label_matrix  # noqa: E402
 from moderation.model import DEFAULT_ADAPTER, resolve_model  # noqa: E402
 from moderation.schema import POLICY_IDS  # noqa: E402
@@ -45,22 +46,50 @@ def read_rows(dataset: Path) -> tuple[list[str], np.ndarray, str]:
     return texts, label_matrix(labels), hashlib.sha256(raw).hexdigest()
 
 
-def features(texts: list[str], model: str, layers: tuple[int, ...], cache: Path, data_sha: str) -> tuple[np.ndarray, dict]:
-    from tqdm import tqdm
+class FeatureCache:
+    """Hidden-state features by text, for one model, layer choice and feature code: each call stores
+    the rows it had to compute as a new shard, so a refit on rows seen before (the same curation plus
+    a round's case checks) runs the model only on the new texts."""
 
-    key = hashlib.sha256(json.dumps([data_sha, str(model), layers]).encode()).hexdigest()[:16]
-    path = cache / f"features-{key}.npy"
-    if path.is_file():
-        return np.load(path), {}
-    extractor = HiddenFeatures(model, layers)
-    started = time.perf_counter()
-    with tqdm(total=len(texts), desc="hidden states", unit="row") as bar:
-        x = extractor(texts, bar)
-    elapsed = time.perf_counter() - started
-    tokens = extractor.last_tokens
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, x)
-    return x, {"feature_tokens": tokens, "feature_s": round(elapsed, 1), "feature_tokens_per_s": round(tokens / elapsed, 1)}
+    def __init__(self, root: Path, model: str, layers: tuple[int, ...]):
+        key = json.dumps([str(model), list(layers), FEATURES_VERSION])
+        self.dir = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.model, self.layers = model, layers
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, dict]:
+        """(texts x dim) features, and the speed of the model pass (empty when nothing was new)."""
+        keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        known = self._load(set(keys))
+        new = {k: t for k, t in zip(keys, texts) if k not in known}  # one row per distinct new text
+        speed = self._compute(list(new.values()), list(new), known) if new else {}
+        return np.stack([known[k] for k in keys]), speed
+
+    def _load(self, wanted: set[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for shard in sorted(self.dir.glob("shard-*.npz")):
+            with np.load(shard, allow_pickle=False) as npz:
+                for key, row in zip(npz["keys"], npz["x"]):
+                    if key in wanted:
+                        found[str(key)] = row
+        return found
+
+    def _compute(self, texts: list[str], keys: list[str], known: dict[str, np.ndarray]) -> dict:
+        from tqdm import tqdm
+
+        extractor = HiddenFeatures(self.model, self.layers)
+        started = time.perf_counter()
+        with tqdm(total=len(texts), desc="hidden states", unit="row") as bar:
+            x = extractor(texts, bar)
+        elapsed = time.perf_counter() - started
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shard = self.dir / f"shard-{len(list(self.dir.glob('shard-*.npz'))):05d}-{keys[0][:8]}.npz"
+        with open(shard.with_suffix(".tmp"), "wb") as fh:  # written whole, then renamed: no torn shard
+            np.savez(fh, keys=np.array(keys), x=x)
+        shard.with_suffix(".tmp").replace(shard)
+        known.update(zip(keys, x))
+        tokens = extractor.last_tokens
+        return {"feature_rows": len(texts), "feature_tokens": tokens, "feature_s": round(elapsed, 1),
+                "feature_tokens_per_s": round(tokens / elapsed, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="data/curated/sft", help="`moderation curate` sft/ folder")
-    parser.add_argument("--out", default=str(DEFAULT_ADAPTER), help="folder to write the heads into")
+    parser.add_argument("--out", default=str(DEFAULT_ADAPTER), help="folder to write the heads into (made if missing)")
     parser.add_argument("--model", default="base", help="model whose hidden states the heads read (default: base)")
     parser.add_argument("--layers", default=",".join(map(str, LAYERS)), help="comma-separated layers to pool")
     parser.add_argument("--c", type=float, default=C, help=f"inverse L2 strength of the hidden-state heads (default {C})")
@@ -83,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = tuple(int(x) for x in args.layers.split(","))
     texts, y, data_sha = read_rows(Path(args.dataset))
     model = resolve_model(args.model)
-    x, speed = features(texts, model, layers, Path(args.cache), data_sha)
+    x, speed = FeatureCache(Path(args.cache), model, layers)(texts)
     started = time.perf_counter()
     heads = PolicyHeads.fit(x, y, c=args.c)
     lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=args.max_features).fit_texts(texts, y))
@@ -92,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             "dataset_sha256": data_sha, "fit_s": round(time.perf_counter() - started, 1), **speed,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["python finetune/fit_heads.py", *(argv if argv is not None else sys.argv[1:])])}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     sha = save_heads(args.out, heads, lexical, card)
     print(json.dumps({**card, "sha256": sha}, indent=2))
     return 0

@@ -30,6 +30,7 @@ from moderation.schema import POLICY_IDS
 LAYERS = (15, 20)
 MAX_PREFIXES = 4096  # tokenized prefixes kept (one per region and kind in practice)
 PREFIX_END = "<item>\n"  # the shared part of a rendered item prompt ends here (prompts/*.txt)
+FEATURES_VERSION = 2  # bump when the features of a text change (2: shared prefixes computed once); keys feature caches
 C = 0.05  # inverse L2 strength of the hidden-state heads, chosen on dev splits (finetune/MODEL_CARD.md)
 HEADS_FILE, LEXICAL_FILE, CARD_FILE = "heads.npz", "lexical.npz", "heads.json"
 HEADS_KEYS = ("mean", "scale", "coef", "intercept")

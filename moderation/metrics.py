@@ -229,3 +229,15 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     c = int((~correct_a & correct_b).sum())
     p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
     return {"a_only_correct": b, "b_only_correct": c, "p_value": p}
+
+
+def paired_macro_f1(gold: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """macro-F1 of B minus A on the same items, with its 95% paired-bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(gold), len(gold))
+        diffs.append(macro_f1(gold[idx], b[idx]) - macro_f1(gold[idx], a[idx]))
+    diffs = np.array(diffs)
+    diffs = diffs[~np.isnan(diffs)]
+    return macro_f1(gold, b) - macro_f1(gold, a), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))

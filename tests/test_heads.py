@@ -190,3 +190,18 @@ def test_run_scores_with_the_heads_named_by_the_heads_flag(tmp_path, tiny_model)
     assert [bool(r["flagged"]) for r in records] == [True] * 3 + [False] * 3
     assert main(["run", str(dump), "-o", str(tmp_path / "x.jsonl"), "--backend", "fake", "--heads", str(tmp_path),
                  "--no-scores"]) == 2
+
+
+def test_the_feature_cache_runs_the_model_only_on_new_texts_and_gives_the_same_features(tmp_path, tiny_model):
+    from finetune.fit_heads import FeatureCache
+
+    cache = FeatureCache(tmp_path, tiny_model, (2, 4))
+    first, speed = cache(SPAM)
+    assert speed["feature_rows"] == 3
+    again, speed = cache([CLEAN[0], SPAM[1], CLEAN[0]])
+    assert speed["feature_rows"] == 1  # only the clean text is new, and it is computed once
+    np.testing.assert_array_equal(again[1], first[1])
+    np.testing.assert_array_equal(again[0], again[2])
+    np.testing.assert_allclose(again, HiddenFeatures(tiny_model, (2, 4))([CLEAN[0], SPAM[1], CLEAN[0]]), atol=1e-5)
+    assert cache([SPAM[2]])[1] == {}  # all known: no model pass
+    assert FeatureCache(tmp_path, tiny_model, (2,)).dir != cache.dir  # other layers, other features
