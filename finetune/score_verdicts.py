@@ -63,8 +63,16 @@ def route(scores: list[float], share: float | None, cut: float | None) -> tuple[
     return [s <= cut for s in scores], cut
 
 
+def uncertainty(records: list[dict], thresholds: dict[str, float]) -> list[float]:
+    """The classifier's own confidence in each verdict: how far its policy score nearest a threshold
+    lies from it (small: unsure). Routing the smallest is the alternative to routing by reward."""
+    return [min(abs((r.get("scores") or {}).get("policies", {}).get(p, 0.0) - t) for p, t in thresholds.items())
+            for r in records]
+
+
 def effect(records: list[dict], gold: dict[str, frozenset], routed: list[bool]) -> dict:
-    """Exact-match accuracy and flag precision of routed vs kept verdicts on labelled items."""
+    """Exact-match accuracy and flag precision of routed vs kept verdicts on labelled items, and the
+    share of all wrong verdicts that the routing sends to review."""
     groups = {"routed": [], "kept": []}
     for record, is_routed in zip(records, routed):
         predicted = frozenset(v["policy"] for v in record["verdict"]["violations"])
@@ -78,6 +86,9 @@ def effect(records: list[dict], gold: dict[str, frozenset], routed: list[bool]) 
             "flagged": len(flagged),
             "flag_precision": round(sum(bool(p & g) for p, g in flagged) / len(flagged), 4) if flagged else None,
         }
+    wrong = {name: sum(p != g for p, g in pairs) for name, pairs in groups.items()}
+    total = wrong["routed"] + wrong["kept"]
+    summary["wrong_caught"] = round(wrong["routed"] / total, 4) if total else None
     return summary
 
 
@@ -115,9 +126,25 @@ def main(argv: list[str] | None = None) -> int:
                "routed_share": round(sum(routed) / len(routed), 4) if routed else 0.0}
     if gold:
         summary["effect"] = effect(records, gold, routed)
+        thresholds = _thresholds(args.thresholds)
+        if thresholds and all(r.get("scores") for r in records):  # the same share, routed by the classifier's doubt
+            by_doubt, _ = route(uncertainty(records, thresholds), sum(routed) / len(routed), None)
+            summary["effect_routing_by_uncertainty"] = effect(records, gold, by_doubt)
     Path(str(args.output) + ".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _thresholds(spec: str) -> dict[str, float] | None:
+    if spec == "none":
+        return None
+    if spec == "default":
+        from moderation.model import model_profile
+
+        return model_profile("default").thresholds
+    from moderation.scoring import load_thresholds
+
+    return load_thresholds(spec)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
     p.add_argument("--route-share", type=float, default=0.2, help="route this lowest-reward share to review (default 0.2)")
     p.add_argument("--cut", type=float, help="route every verdict with reward <= CUT instead of a share")
+    p.add_argument("--thresholds", default="default",
+                   help="the classifier's thresholds, to compare routing by its uncertainty at the same share: a JSON "
+                        "file, 'default' (the shipped model's, the default) or 'none'")
     p.add_argument("-o", "--output", required=True, help="scored run file (records + reward + route_to_review)")
     return p
 

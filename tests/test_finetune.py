@@ -194,3 +194,19 @@ def test_lean_sft_trains_checkpoints_and_resumes(tmp_path, tiny_model):
     log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3] and again["steps"] == 3
     assert again["train_tokens"] > first["train_tokens"] and first["held_out_decision_loss"] > 0
+
+
+def test_routing_by_the_classifiers_uncertainty_routes_scores_nearest_a_threshold_and_counts_wrong_verdicts_caught():
+    from finetune.score_verdicts import effect, route, uncertainty
+
+    spam = {"policy": "spam", "severity": "low", "evidence": "x"}
+    records = [{"id": i, "verdict": {"violations": [spam] if s >= 0.5 else []}, "scores": {"policies": {"spam": s}}}
+               for i, s in (("a", 0.95), ("b", 0.52), ("c", 0.1), ("d", 0.45))]
+    doubt = uncertainty(records, {"spam": 0.5})
+    assert doubt == pytest.approx([0.45, 0.02, 0.4, 0.05])
+    routed, _ = route(doubt, share=0.5, cut=None)
+    assert routed == [False, True, False, True]
+    gold = {"a": frozenset({"spam"}), "b": frozenset(), "c": frozenset(), "d": frozenset({"spam"})}
+    summary = effect(records, gold, routed)
+    assert summary["wrong_caught"] == 1.0 and summary["routed"]["exact_match_accuracy"] == 0.0
+    assert effect(records, gold, [True, False, False, False])["wrong_caught"] == 0.0
