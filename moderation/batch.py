@@ -20,8 +20,14 @@ from typing import Any
 from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, Row, RowError
 from moderation.pipeline import Moderator, Outcome
-from moderation.runfile import SOURCE_KEYS, OutputFile, read_output
-from moderation.schema import RATIONALE_MAX_CHARS, SCHEMA_VERSION
+from moderation.runfile import (
+    SOURCE_KEYS,
+    OutputFile,
+    RunRecord,
+    read_output,  # noqa: F401  (re-exported: finetune/score_verdicts.py and tests read run files through batch)
+    read_records,
+)
+from moderation.schema import RATIONALE_MAX_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -93,31 +99,23 @@ class VerdictCache:
 
 
 def output_record(line: int | None, row: Item | RowError, provenance: dict, outcome: Outcome | None, cached: bool,
-                  thresholds: dict[str, float] | None = None, screen: dict | None = None) -> dict:
-    """One output line. `screen`: the first stage's {name, score, threshold} when it cleared the item."""
-    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": row.id, "line": line}
-    if isinstance(row, Item):
-        record["kind"] = row.kind
-        record["content_sha"] = row.content_sha
-        if row.ignored_columns:
-            record["ignored_columns"] = list(row.ignored_columns)
+                  thresholds: dict[str, float] | None = None, screen: dict | None = None) -> RunRecord:
+    """A row's record, the one place records are made (a local run, the Ray actors and serve all
+    come here through ChunkModerator). `screen`: the first stage's {name, score, threshold} when it
+    cleared the item."""
     latency = outcome.latency_ms if outcome and not cached else 0
+    provenance = {**provenance, "latency_ms": latency, "cached": cached}
     if isinstance(row, RowError):
-        record["error"] = {"stage": "input", "reason": row.reason}
-    elif outcome.verdict is not None:
-        record["verdict"] = outcome.verdict
-        if outcome.scores is not None:
-            record["scores"] = outcome.scores
-            if thresholds:
-                record["flagged"] = [p for p, t in thresholds.items() if outcome.scores["policies"].get(p, 0.0) >= t]
-    else:
-        record["error"] = {"stage": "model", "reason": outcome.error, "raw": outcome.raw, "attempts": outcome.attempts}
-    if screen is not None:
-        record["screen"] = screen
-    record["provenance"] = {**provenance, "latency_ms": latency, "cached": cached}
-    return record
-
-
+        return RunRecord(id=row.id, line=line, error={"stage": "input", "reason": row.reason}, screen=screen,
+                         provenance=provenance)
+    verdict, scores, flagged, error = outcome.verdict, outcome.scores, None, None
+    if verdict is None:
+        scores, error = None, {"stage": "model", "reason": outcome.error, "raw": outcome.raw, "attempts": outcome.attempts}
+    elif scores is not None and thresholds:
+        flagged = [p for p, t in thresholds.items() if scores["policies"].get(p, 0.0) >= t]
+    return RunRecord(id=row.id, line=line, kind=row.kind, content_sha=row.content_sha,
+                     ignored_columns=list(row.ignored_columns) or None, verdict=verdict, scores=scores, flagged=flagged,
+                     error=error, screen=screen, provenance=provenance)
 
 
 def screen_verdict(screen: dict) -> dict:
@@ -154,7 +152,7 @@ class ChunkModerator:
         self.source = source_key(self.provenance)
         self.made_by = records_made_by(moderator, self.options, screen)
 
-    def records(self, rows: list[tuple[int | None, Item | RowError]]) -> list[dict]:
+    def records(self, rows: list[tuple[int | None, Item | RowError]]) -> list[RunRecord]:
         """One output record per row, in order."""
         items = [row for _, row in rows if isinstance(row, Item)]
         cleared = self._screen(items)
@@ -237,18 +235,18 @@ class ChunkModerator:
         except Exception as exc:
             return _failed_alone(item, exc)
 
-    def _count(self, records: list[dict]) -> None:
+    def _count(self, records: list[RunRecord]) -> None:
         count_records(self.stats, records)
 
 
-def count_records(stats: RunStats, records: Iterable[dict]) -> RunStats:
+def count_records(stats: RunStats, records: Iterable[RunRecord]) -> RunStats:
     """Add records to the row counts of `stats` (processed, verdicts, errors, cache hits, screened)."""
     for record in records:
         stats.processed += 1
-        if "verdict" in record:
+        if record.verdict is not None:
             stats.verdicts += 1
-            stats.cache_hits += bool(record["provenance"].get("cached"))
-            stats.screened += "screen" in record
+            stats.cache_hits += bool(record.provenance.get("cached"))
+            stats.screened += record.screen is not None
         else:
             stats.errors += 1
     return stats
@@ -374,23 +372,23 @@ class BatchRunner:
 
 def summarize(path: str | Path) -> dict[str, Any]:
     """Counts over a whole output file (this run and any earlier ones it resumed)."""
-    return summarize_records(read_output(Path(path)))
+    return summarize_records(read_records(Path(path)))
 
 
-def summarize_records(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def summarize_records(records: Iterable[RunRecord]) -> dict[str, Any]:
     """Counts over output records (of a file, or of the Ray engine's shards)."""
     decisions, policies, kinds, error_stages, reasons, ignored = (Counter() for _ in range(6))
     rows = 0
     for record in records:
         rows += 1
-        kinds[record.get("kind") or "unknown"] += 1
-        ignored.update(record.get("ignored_columns", ()))
-        if "verdict" in record:
-            decisions[record["verdict"]["decision"]] += 1
-            policies.update(v["policy"] for v in record["verdict"]["violations"])
+        kinds[record.kind or "unknown"] += 1
+        ignored.update(record.ignored_columns or ())
+        if record.verdict is not None:
+            decisions[record.verdict["decision"]] += 1
+            policies.update(v["policy"] for v in record.verdict["violations"])
         else:
-            error_stages[record["error"]["stage"]] += 1
-            reasons[record["error"]["reason"].split(":")[0][:60]] += 1
+            error_stages[record.error["stage"]] += 1
+            reasons[record.error["reason"].split(":")[0][:60]] += 1
     verdicts = sum(decisions.values())
     return {
         "rows": rows,

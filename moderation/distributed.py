@@ -29,7 +29,7 @@ from pathlib import Path
 from moderation.batch import ErrorBudgetExceeded, check_budget, summarize_records
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
 from moderation.items import KINDS, Item, ReadLimits, RowError, detect_format, looks_binary, parse_column_map, read_stream
-from moderation.runfile import RowKeys
+from moderation.runfile import RowKeys, RunRecord
 
 try:
     import ray
@@ -188,7 +188,7 @@ class ModerateBatch:
         records = self.chunks.records([(r["line"], decode_row(r["row"])) for r in rows])
         check_budget(self.chunks.stats, self.options, who="an actor: ")
         out = {name: [r[name] for r in rows] for name in ("key", "id", "file", "line")}
-        out["record"] = [json.dumps(r, ensure_ascii=False) for r in records]
+        out["record"] = [json.dumps(r.to_json(), ensure_ascii=False) for r in records]
         return _table(out)
 
 
@@ -281,10 +281,10 @@ class ShardDir:
                 self.fs.delete_file(shard)
         return done
 
-    def records(self) -> Iterator[dict]:
+    def records(self) -> Iterator[RunRecord]:
         for shard in self.shards():
             for row in self.rows(shard):
-                yield json.loads(row["record"])
+                yield RunRecord.from_json(json.loads(row["record"]))
 
     def write(self, records, run_id: str, shard_rows: int) -> None:
         names = ShardNames(run_id, SHARD_FORMATS[self.fmt])
@@ -301,7 +301,7 @@ class ShardDir:
         return path
 
 
-def read_ray_output(uri: str) -> Iterator[dict]:
+def read_ray_output(uri: str) -> Iterator[RunRecord]:
     """Every record in a Ray run's output directory (local path or object-store URL)."""
     return ShardDir(uri).records()
 
@@ -377,7 +377,7 @@ def run_ray(args) -> int:
         print(f"stopped: {cause}", file=sys.stderr)
         code = EXIT_BUDGET if isinstance(cause, ErrorBudgetExceeded) else (
             EXIT_BACKEND if isinstance(cause, BackendError) else EXIT_USAGE)
-    mine: list[dict] = []
+    mine: list[RunRecord] = []
     summary = summarize_records(_all_records(out, run_id, mine))  # one read of the shards
     run = _figures(mine, run_id, len(done), args, started)
     summary["this_run"] = run
@@ -397,18 +397,18 @@ def _moderation_error(exc: BaseException) -> ModerationError | None:
     return None
 
 
-def _all_records(out: ShardDir, run_id: str, mine: list[dict]) -> Iterator[dict]:
+def _all_records(out: ShardDir, run_id: str, mine: list[RunRecord]) -> Iterator[RunRecord]:
     """Every record in the shards; those of this run's shards are also appended to `mine`."""
     for shard in out.shards():
         own = posixpath.basename(shard).startswith(run_id + "_")
         for row in out.rows(shard):
-            record = json.loads(row["record"])
+            record = RunRecord.from_json(json.loads(row["record"]))
             if own:
                 mine.append(record)
             yield record
 
 
-def _figures(records: list[dict], run_id: str, skipped: int, args, started: float) -> dict:
+def _figures(records: list[RunRecord], run_id: str, skipped: int, args, started: float) -> dict:
     """This run's summary figures, in the local run's shape, counted from the records of the shards it
     wrote; the time includes cluster and model start. Token counts stay with the actors: None here."""
     from moderation.batch import RunStats, count_records, run_figures

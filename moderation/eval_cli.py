@@ -30,6 +30,7 @@ from moderation.metrics import macro_f1, mcnemar
 from moderation.report import by_set, markdown
 from moderation.report_html import html_page
 from moderation.report_plots import plot_set
+from moderation.runfile import RunRecord, read_records
 from moderation.schema import POLICY_IDS
 from moderation.settings import from_args
 
@@ -226,16 +227,14 @@ def compare_runs(args) -> int:
     return 0
 
 
-def _records(path: str) -> dict[str, dict]:
-    from moderation.batch import read_output
-
+def _records(path: str) -> dict[str, RunRecord]:
     if not Path(path).is_file():
         raise ConfigError(f"run file not found: {path}")
-    return {r["id"]: r for r in read_output(Path(path)) if r.get("id")}
+    return {r.id: r for r in read_records(Path(path)) if r.id}
 
 
-def _flagged(record: dict) -> list[str] | str:
-    verdict = record.get("verdict")
+def _flagged(record: RunRecord) -> list[str] | str:
+    verdict = record.verdict
     return "error" if verdict is None else sorted(v["policy"] for v in verdict["violations"])
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from moderation.batch import BatchRunner, RunOptions, read_output
+from moderation.batch import BatchRunner, RunOptions
 from moderation.datasets import LabelledItem
 from moderation.metrics import (
     Labels,
@@ -32,6 +32,7 @@ from moderation.metrics import (
 )
 from moderation.pipeline import Moderator
 from moderation.policy import Policy
+from moderation.runfile import RunRecord, read_records
 from moderation.schema import POLICY_IDS
 
 logger = logging.getLogger(__name__)
@@ -120,12 +121,12 @@ def evaluate_baseline(model, set_name: str, dev: list[LabelledItem], test: list[
 
 
 def run_llm(moderator: Moderator, items: list[LabelledItem], output: Path, chunk_size: int = 64,
-            progress=None) -> tuple[dict[str, dict], dict[str, float]]:
+            progress=None) -> tuple[dict[str, RunRecord], dict[str, float]]:
     """Moderate items into a (resumable) run file; return its records by id, and the speed."""
     rows = [(i + 1, li.item) for i, li in enumerate(items)]
     stats = BatchRunner(moderator, RunOptions(chunk_size=chunk_size, error_budget=1.0)).run(rows, output, progress=progress)
     speed = {"items_per_s": stats.items_per_s} if stats.processed else {}
-    return {r["id"]: r for r in read_output(output)}, speed
+    return {r.id: r for r in read_records(output)}, speed
 
 
 @dataclass
@@ -139,27 +140,27 @@ class LLMOutputs:
     scored: np.ndarray  # bool (n,): the record carries token-probability scores
 
 
-def llm_outputs(items: list[LabelledItem], records: dict[str, dict]) -> LLMOutputs:
+def llm_outputs(items: list[LabelledItem], records: dict[str, RunRecord]) -> LLMOutputs:
     n = len(items)
     out = LLMOutputs(np.zeros((n, len(POLICY_IDS)), dtype=bool), np.zeros((n, len(POLICY_IDS))),
                      np.zeros(n, dtype=bool), np.empty(n, dtype=object), np.zeros(n, dtype=bool))
     index = {p: i for i, p in enumerate(POLICY_IDS)}
     for row, li in enumerate(items):
-        record = records.get(li.item.id, {})
-        verdict = record.get("verdict")
+        record = records.get(li.item.id)
+        verdict = record.verdict if record is not None else None
         if verdict is None:
             continue
         out.valid[row] = True
         out.decisions[row] = verdict["decision"]
         for v in verdict["violations"]:
             out.flagged[row, index[v["policy"]]] = True
-        scores = (record.get("scores") or {}).get("policies")
+        scores = (record.scores or {}).get("policies")
         out.scored[row] = scores is not None
         out.scores[row] = [scores.get(p, 0.0) for p in POLICY_IDS] if scores is not None else out.flagged[row]
     return out
 
 
-def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[str, dict], policy: Policy,
+def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[str, RunRecord], policy: Policy,
                          system: str = "llm", n_boot: int = 1000, speed: dict[str, float] | None = None,
                          thresholds: np.ndarray | None = None) -> SystemResult:
     """The LLM on a test split: its own verdicts, or (with `thresholds`) its scores cut at them.
@@ -172,7 +173,7 @@ def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[
         labels = Labels(gold, llm.flagged, llm.scores, gold_decision, llm.decisions, llm.valid)
     else:
         labels = score_labels(test, llm.scores, thresholds, llm.valid, policy)
-    latencies = [records[li.item.id]["provenance"]["latency_ms"] for li in test if li.item.id in records]
+    latencies = [records[li.item.id].provenance["latency_ms"] for li in test if li.item.id in records]
     fresh = [x for x in latencies if x > 0]
     speed = dict(speed or {})
     if fresh:
@@ -182,7 +183,7 @@ def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[
                   speed, n_boot)
 
 
-def llm_thresholds(dev: list[LabelledItem], records: dict[str, dict]) -> np.ndarray:
+def llm_thresholds(dev: list[LabelledItem], records: dict[str, RunRecord]) -> np.ndarray:
     """Per-policy thresholds on the LLM's scores, chosen on dev items only."""
     llm = llm_outputs(dev, records)
     return choose_thresholds(llm.scores[llm.valid], gold_labels(dev)[0][llm.valid])

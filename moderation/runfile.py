@@ -11,6 +11,9 @@ the settings that change records). A resume whose made-by differs is refused wit
 differences. On resume each row is also checked against its record: a row whose content changed
 (or whose record another model made, in a file from before manifests) is moderated again, and
 its new record takes the stale one's place when the file is closed.
+
+The record itself is `RunRecord`: made by the batch runner (moderation.batch.output_record) for
+`run`, its Ray actors and `serve`, written with `to_json`, read back with `from_json`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 from moderation import __version__
 from moderation.errors import ConfigError, InputError
 from moderation.items import Item, ReadLimits, RowError
+from moderation.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +86,89 @@ def repair_tail(path: Path) -> int:
         return size - end
 
 
-def read_output(path: str | Path) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class RunRecord:
+    """One line of a run file: an input row's verdict, or why it has none, and what made it.
+
+    The fields are the line's keys, in the order they are written. A field left None is a key the
+    line does not have, except `id` and `line`, which every line has (the id of a row without one is
+    null): so `to_json` gives the line as it is written, and `from_json(to_json(r)) == r`.
+    """
+
+    schema_version: str | None = SCHEMA_VERSION
+    id: str | None = None
+    line: int | None = None  # the row's line (its row number in CSV and Parquet; serve counts requests' items)
+    kind: str | None = None  # an item's kind; absent for a row that could not be read as an item
+    content_sha: str | None = None  # the item's content hash, what the verdict caches and resume key on
+    ignored_columns: list[str] | None = None  # columns with text that no field reads; absent when there are none
+    verdict: dict[str, Any] | None = None  # the schema-valid verdict; absent on an error record
+    scores: dict[str, Any] | None = None  # {violation, decisions, policies, ...} when the run scores
+    flagged: list[str] | None = None  # policies at or above their thresholds, when scores meet thresholds
+    error: dict[str, Any] | None = None  # {stage: input | model, reason, ...} instead of a verdict
+    screen: dict[str, Any] | None = None  # {name, score, threshold} of the first stage, when it cleared the item
+    provenance: dict[str, Any] | None = None  # model, adapter, prompt, policy..., latency_ms, cached
+
+    def to_json(self) -> dict[str, Any]:
+        """The line's JSON object: the keys it has, in the written order."""
+        return {key: value for key in RECORD_KEYS if (value := getattr(self, key)) is not None or key in ALWAYS_WRITTEN}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        """A record from a run file's JSON object; unknown keys are left out.
+
+        Raises:
+            InputError: `data` is not a record: it must be an object with a `line` and a verdict
+                or an error. The message says which is missing.
+        """
+        if not isinstance(data, dict):
+            raise InputError(f"a record is a JSON object, not {_json_type(data)}")
+        if "line" not in data:
+            raise InputError("a record has a 'line', and this has none")
+        if data.get("verdict") is None and data.get("error") is None:
+            raise InputError("a record has a 'verdict' or an 'error', and this has neither")
+        return cls(**{key: data.get(key) for key in RECORD_KEYS})
+
+
+RECORD_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
+ALWAYS_WRITTEN = ("id", "line")  # written even when null
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def read_records(path: str | Path) -> Iterator[RunRecord]:
     """The records of a run file, in file order (blank lines skipped): the one reader, with the one
-    validity rule, for resume, serve's journal, summaries, eval, review and merchants.
+    validity rule (RunRecord.from_json), for resume, serve's journal, summaries, eval, review and
+    merchants.
 
     Raises:
         InputError: a line that is not a `moderation run` record (is this the right file?).
     """
+    for _, record in _parsed(path):
+        yield record
+
+
+def read_output(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The same records as the JSON objects on disk, each checked by RunRecord.from_json, for code
+    that wants the JSON itself (the training data scripts, tests).
+
+    Raises:
+        InputError: as read_records.
+    """
+    for data, _ in _parsed(path):
+        yield data
+
+
+def _parsed(path: str | Path) -> Iterator[tuple[dict[str, Any], RunRecord]]:
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
             if raw.strip():
-                yield _record(raw, path, n)
+                yield _parse(raw, path, n)
 
 
-def load_run(path: str | Path) -> list[dict[str, Any]]:
+def load_run(path: str | Path) -> list[RunRecord]:
     """All the records of a run file someone names (`review sample --run`, `merchants`), sorted by
     (id, line).
 
@@ -104,20 +178,21 @@ def load_run(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"run file not found: {path}")
-    records = sorted(read_output(path), key=lambda r: (str(r.get("id")), r["line"]))
+    records = sorted(read_records(path), key=lambda r: (str(r.id), r.line))
     if not records:
         raise InputError(f"run file is empty: {path}")
     return records
 
 
-def _record(raw: bytes, path: str | Path, n: int) -> dict[str, Any]:
+def _parse(raw: bytes, path: str | Path, n: int) -> tuple[dict[str, Any], RunRecord]:
     try:
-        record = json.loads(raw)
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        record = None
-    if not isinstance(record, dict) or "line" not in record or ("verdict" not in record and "error" not in record):
-        raise InputError(f"{path} line {n} is not a moderation output record: is this the right file?")
-    return record
+        raise InputError(f"{path} line {n} is not a moderation output record (not JSON): is this the right file?") from None
+    try:
+        return data, RunRecord.from_json(data)
+    except InputError as exc:
+        raise InputError(f"{path} line {n} is not a moderation output record ({exc}): is this the right file?") from None
 
 
 def same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -239,7 +314,7 @@ class OutputFile:
             manifest of an existing file, and written as the manifest of a new one.
         restart: empty the file (and its manifest) first instead of resuming it.
         advice: how to get out of a refused resume, for the error message.
-        on_record: called with each record already in the file, as it is read (serve's journal
+        on_record: called with each RunRecord already in the file, as it is read (serve's journal
             reloads its idempotency store so, in the same pass).
 
     Raises:
@@ -248,7 +323,7 @@ class OutputFile:
     """
 
     def __init__(self, path: Path, cache, made_by: dict[str, Any], *, restart: bool = False, advice: str = RUN_ADVICE,
-                 on_record: Callable[[dict[str, Any]], None] | None = None):
+                 on_record: Callable[[RunRecord], None] | None = None):
         self.path = path
         self.keys = RowKeys()
         self.done: dict[str, str | None] = {}  # resume key -> fingerprint of its record
@@ -284,16 +359,16 @@ class OutputFile:
 
     def _load(self, cache, model: dict[str, Any], on_record=None) -> None:
         """Index the records already written; seed the cache with those this model made."""
-        for record in read_output(self.path):
+        for record in read_records(self.path):
             if on_record is not None:
                 on_record(record)
-            key, _ = self.keys.assign(record.get("id"), record["line"])
+            key, _ = self.keys.assign(record.id, record.line)
             self.rewrite |= key in self.done  # a crash after a row was moderated again
-            ours = same_source(record.get("provenance") or {}, model)
-            sha = record.get("content_sha")
+            ours = same_source(record.provenance or {}, model)
+            sha = record.content_sha
             self.done[key] = (sha[:16] if sha else None) if ours else STALE
-            if ours and "verdict" in record and sha and "screen" not in record:
-                cache.put(sha, {"verdict": record["verdict"], "scores": record.get("scores")})
+            if ours and record.verdict is not None and sha and record.screen is None:
+                cache.put(sha, {"verdict": record.verdict, "scores": record.scores})
 
     def holds(self, key: str, row: Item | RowError) -> bool:
         """Whether the file already holds this row's record, still valid: the row's content is the
@@ -307,10 +382,10 @@ class OutputFile:
         self.rewrite = True
         return False
 
-    def append(self, records: list[dict]) -> None:
+    def append(self, records: list[RunRecord]) -> None:
         if not records:
             return
-        self.fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+        self.fh.write("".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records).encode())
         self.fh.flush()
         os.fsync(self.fh.fileno())
 
@@ -329,8 +404,8 @@ def compact_output(path: Path) -> int:
     newest, keys, offset, lines = {}, RowKeys(), 0, 0
     with open(path, "rb") as fh:
         for lines, raw in enumerate(fh, start=1):
-            record = _record(raw, path, lines)
-            newest[keys.assign(record.get("id"), record["line"])[0]] = offset
+            _, record = _parse(raw, path, lines)
+            newest[keys.assign(record.id, record.line)[0]] = offset
             offset += len(raw)
     # a dict keeps a key where it was first inserted: `newest` is in first-occurrence order already
     tmp = path.with_name(path.name + ".compacting")

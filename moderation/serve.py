@@ -30,7 +30,7 @@ from moderation.batch import ChunkModerator, RunOptions, RunStats
 from moderation.errors import BackendError, ConfigError, ModerationError
 from moderation.items import Item, ReadLimits, RowError, item_field_names, parse_json, read_row
 from moderation.pipeline import Moderator
-from moderation.runfile import OutputFile
+from moderation.runfile import OutputFile, RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +109,13 @@ class ModerationService:
                                   on_record=self._reload)
         logger.info("journal %s: %d records reloaded", path, len(self.known))
 
-    def _reload(self, record: dict) -> None:
+    def _reload(self, record: RunRecord) -> None:
         """A journal record read on start: its line and, for an item, the answer to a retry of its id."""
-        self.line = max(self.line, record["line"])
-        if record.get("id") and "content_sha" in record:
+        self.line = max(self.line, record.line)
+        if record.id and record.content_sha is not None:
             done: Future = Future()
             done.set_result(record)
-            self.known[record["id"]] = ((record["content_sha"], record["provenance"].get("adapter")), done)
+            self.known[record.id] = ((record.content_sha, record.provenance.get("adapter")), done)
 
     def start(self) -> None:
         self.worker.start()
@@ -124,7 +124,7 @@ class ModerationService:
         return self.worker.is_alive() and not self.stopping.is_set()
 
     def submit(self, items: list[Item], adapter: str | None) -> list[Future]:
-        """Futures of the records for `items`, all queued or none.
+        """Futures of the RunRecords for `items`, all queued or none.
 
         Raises:
             RequestError: 409 for an id seen with other content, 413 for more new items than the
@@ -268,12 +268,12 @@ class Metrics:
         self.cached_tokens = Counter("moderation_cached_prompt_tokens", "Prompt tokens served from the prefix cache", registry=r)
         self.completion_tokens = Counter("moderation_completion_tokens", "Tokens generated", registry=r)
 
-    def observe_batch(self, records: list[dict], before: RunStats, after: RunStats, seconds: float) -> None:
+    def observe_batch(self, records: list[RunRecord], before: RunStats, after: RunStats, seconds: float) -> None:
         """One engine batch: its records, and the token counts it added to the run's stats."""
         self.batch_size.observe(len(records))
         self.batch_seconds.observe(seconds)
         for record in records:
-            self.items.labels("verdict" if "verdict" in record else "error").inc()
+            self.items.labels("verdict" if record.verdict is not None else "error").inc()
         self.prompt_tokens.inc(after.prompt_tokens - before.prompt_tokens)
         self.cached_tokens.inc(after.cached_tokens - before.cached_tokens)
         self.completion_tokens.inc(after.completion_tokens - before.completion_tokens)
@@ -351,7 +351,8 @@ def create_app(service: ModerationService, metrics: Metrics | None = None):
             futures = service.submit(items, adapter)
             records = await asyncio.wait_for(
                 asyncio.gather(*(asyncio.shield(asyncio.wrap_future(f)) for f in futures)), service.options.timeout_s)
-            status, content = 200, {"results": list(records)} if batch else records[0]
+            answers = [record.to_json() for record in records]  # the run file's lines, as JSON
+            status, content = 200, {"results": answers} if batch else answers[0]
         except RequestError as exc:
             status, content, headers = exc.status, {"error": str(exc)}, exc.headers
         except asyncio.TimeoutError:

@@ -34,11 +34,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moderation.batch import BatchRunner, RunOptions, read_output  # noqa: E402
+from moderation.batch import BatchRunner, RunOptions  # noqa: E402
 from moderation.evalsets import load_set, set_names  # noqa: E402
 from moderation.evaluate import gold_labels, llm_outputs, sample  # noqa: E402
 from moderation.factory import add_backend_args, run_moderator  # noqa: E402
 from moderation.metrics import macro_f1  # noqa: E402
+from moderation.runfile import read_records  # noqa: E402
 from moderation.screen import CRITERIA, fit_screen, load_screen  # noqa: E402
 
 # Sets on which both the LLM's policies and the TF-IDF screen have something to find.
@@ -110,7 +111,7 @@ def timed_run(moderator, items, path: Path, chunk_size: int, screen=None, progre
     rows = [(i + 1, li.item) for i, li in enumerate(items)]
     with tqdm(total=len(rows), unit="item", desc=path.stem, disable=not progress, file=sys.stderr) as bar:
         stats = runner.run(rows, path, progress=bar)
-    return {r["id"]: r for r in read_output(path)}, stats, timed.seconds if timed else 0.0
+    return {r.id: r for r in read_records(path)}, stats, timed.seconds if timed else 0.0
 
 
 def _rate(a: int, b: int) -> float:
@@ -142,7 +143,7 @@ def set_result(items, runs: dict) -> dict:
     """Figures of one set, plus the arrays that pooling needs."""
     gold, _ = gold_labels(items)
     (alone_records, alone_stats, _), (cascade_records, cascade_stats, screen_s) = runs["llm_only"], runs["cascade"]
-    cleared = np.array(["screen" in cascade_records.get(li.item.id, {}) for li in items])
+    cleared = np.array([li.item.id in cascade_records and cascade_records[li.item.id].screen is not None for li in items])
     alone, cascade = predictions(items, alone_records), predictions(items, cascade_records)
     figures = {
         "items": len(items), "violating": int(gold.any(1).sum()),

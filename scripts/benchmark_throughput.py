@@ -195,15 +195,16 @@ def accuracy(items: list, records: dict) -> dict:
 
 def moderate(moderator, items: list, chunk: int) -> tuple[dict, dict]:
     """Run the items through the batch runner, as `moderation run` does; its records and counts."""
-    from moderation.batch import BatchRunner, RunOptions, read_output
+    from moderation.batch import BatchRunner, RunOptions
     from moderation.pipeline import ALLOW_RATIONALE
+    from moderation.runfile import read_records
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run.jsonl"
         rows = [(i + 1, li.item) for i, li in enumerate(items)]
         stats = BatchRunner(moderator, RunOptions(chunk_size=chunk, error_budget=1.0)).run(rows, out)
-        records = {r["id"]: r for r in read_output(out)}
-    generated = sum(1 for r in records.values() if r.get("verdict", {}).get("rationale") != ALLOW_RATIONALE)
+        records = {r.id: r for r in read_records(out)}
+    generated = sum(1 for r in records.values() if (r.verdict or {}).get("rationale") != ALLOW_RATIONALE)
     return records, {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
                      "generated": generated, "verdicts": stats.verdicts}
 
@@ -214,6 +215,7 @@ def classify_only(args, items: list) -> tuple[dict, dict]:
     from moderation.pipeline import Moderator, decide
     from moderation.policy import load_policy
     from moderation.prompts import load_template
+    from moderation.runfile import RunRecord
 
     scorer, thresholds = run_scorer(args), run_thresholds(args)
     if scorer is None or not thresholds:
@@ -226,8 +228,8 @@ def classify_only(args, items: list) -> tuple[dict, dict]:
         for li, scores in zip(batch, moderator.score([li.item for li in batch])):
             decided = decide(scores, thresholds, policy)
             violations = [{"policy": p, "severity": "low", "evidence": "-"} for p in decided.policies]
-            records[li.item.id] = {"verdict": {"decision": decided.decision, "violations": violations}, "scores": scores,
-                                   "provenance": {"latency_ms": 0}}
+            records[li.item.id] = RunRecord(id=li.item.id, verdict={"decision": decided.decision, "violations": violations},
+                                            scores=scores, provenance={"latency_ms": 0})
     return records, {"prompt_tokens": 0, "completion_tokens": 0, "generated": 0, "verdicts": len(records)}
 
 

@@ -259,9 +259,11 @@ def test_local_and_ray_runs_summarise_this_run_in_one_shape():
 
     from moderation.batch import RunStats, count_records, run_figures
     from moderation.distributed import _figures
+    from moderation.runfile import RunRecord
 
-    records = [{"verdict": {}, "provenance": {"cached": True}}, {"verdict": {}, "provenance": {"cached": False}, "screen": {}},
-               {"error": {}, "provenance": {}}]
+    records = [RunRecord(line=1, verdict={}, provenance={"cached": True}),
+               RunRecord(line=2, verdict={}, provenance={"cached": False}, screen={}),
+               RunRecord(line=3, error={}, provenance={})]
     local = run_figures(count_records(RunStats(skipped=4), records), engine="local")
     ray = _figures(records, "r1", 4, argparse.Namespace(actors=2, actor_cpus=1, actor_gpus=0), time.perf_counter())
     assert set(local) - {"engine"} <= set(ray) and ray["engine"] == "ray" and ray["actors"] == 2

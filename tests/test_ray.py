@@ -74,7 +74,7 @@ def comparable(record):
 
 
 def assert_same_records(ray_out, local):
-    ray_records = list(read_ray_output(str(ray_out)))
+    ray_records = [r.to_json() for r in read_ray_output(str(ray_out))]
     keys = [row["key"] for shard in ShardDir(str(ray_out)).shards() for row in ShardDir(str(ray_out)).rows(shard)]
     assert len(keys) == len(set(keys)), "a key was written twice"
     by_line = {r["line"]: comparable(r) for r in ray_records}
@@ -200,7 +200,7 @@ def test_real_model_verdicts_match_a_local_run(cluster, tmp_path):
            "--address", cluster, "--actors", "2", *real]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    ray_records = {r["id"]: r for r in read_ray_output(str(tmp_path / "ray"))}
+    ray_records = {r.id: r.to_json() for r in read_ray_output(str(tmp_path / "ray"))}
     local_records = {r["id"]: r for r in read_output(local)}
     assert len(ray_records) == 4 and set(ray_records) == set(local_records)
     for item_id, record in ray_records.items():

@@ -7,6 +7,7 @@ from review_services import entries
 from moderation.review import dashboard
 from moderation.review.sample import SampleConfig, sample_run
 from moderation.review.store import Store
+from moderation.runfile import RunRecord
 
 
 def weighted_store(tmp_path):
@@ -51,7 +52,7 @@ def test_dashboard_bars_carry_counts_and_kappa_is_explained(tmp_path):
 def test_random_and_stratified_samples_record_how_many_run_records_each_pick_stands_for():
     spam = {"decision": "remove", "violations": [{"policy": "spam", "severity": "low", "evidence": "x"}], "rationale": "r"}
     clean = {"decision": "allow", "violations": [], "rationale": "r"}
-    records = [{"id": f"r{i:03d}", "line": i, "verdict": spam if i < 4 else clean} for i in range(100)]
+    records = [RunRecord(id=f"r{i:03d}", line=i, verdict=spam if i < 4 else clean) for i in range(100)]
     stratified = sample_run(records, SampleConfig(strategy="stratified", n=8))
     assert {why["stratum"]: why["weight"] for _, why in stratified} == {"remove/spam": 1.0, "allow/none": 24.0}
     assert {why["weight"] for _, why in sample_run(records, SampleConfig(n=10))} == {10.0}

@@ -1,5 +1,6 @@
 """Sampling a run into a review queue: strategies, seeds, audit rate, overlap, the join with the dump."""
 
+import dataclasses
 import json
 import random
 
@@ -10,7 +11,7 @@ from moderation.cli import main
 from moderation.errors import ConfigError, InputError
 from moderation.review.sample import SampleConfig, difference, join_items, margin, queue_entries, sample_run
 from moderation.review.store import Store
-from moderation.runfile import load_run
+from moderation.runfile import RunRecord, load_run
 
 
 def record(i, decision="allow", policies=(), severity="high", scores=None):
@@ -20,7 +21,7 @@ def record(i, decision="allow", policies=(), severity="high", scores=None):
            "provenance": {"model": "m"}}
     if scores is not None:
         rec["scores"] = scores
-    return rec
+    return RunRecord.from_json(rec)
 
 
 @pytest.fixture
@@ -35,14 +36,14 @@ def run_records():
 
 
 def ids(picked):
-    return [r["id"] for r, _ in picked]
+    return [r.id for r, _ in picked]
 
 
 def test_sampling_is_reproducible_and_independent_of_file_order(tmp_path, run_records):
-    path_a = write_jsonl(tmp_path / "a.jsonl", run_records)
+    path_a = write_jsonl(tmp_path / "a.jsonl", [r.to_json() for r in run_records])
     shuffled = run_records[:]
     random.Random(1).shuffle(shuffled)
-    path_b = write_jsonl(tmp_path / "b.jsonl", shuffled)
+    path_b = write_jsonl(tmp_path / "b.jsonl", [r.to_json() for r in shuffled])
     for strategy in ("random", "stratified", "uncertainty"):
         config = SampleConfig(strategy=strategy, n=20, seed=3)
         first = ids(sample_run(load_run(path_a), config))
@@ -65,7 +66,7 @@ def test_stratified_covers_every_decision_and_policy_cell(run_records):
 def test_uncertainty_uses_scores_near_the_thresholds():
     recs = [record(i, scores={"violation": 0.5, "policies": {"spam": s}}) for i, s in enumerate([0.05, 0.48, 0.9, 0.61, 0.3], 1)]
     for r in recs:
-        r["scores"]["violation"] = 0.0  # far from 0.5: policies decide
+        r.scores["violation"] = 0.0  # far from 0.5: policies decide
     picked = sample_run(recs, SampleConfig(strategy="uncertainty", n=2))
     assert ids(picked) == ["it-0002", "it-0004"]  # 0.48 and 0.61 are nearest 0.5
     shifted = sample_run(recs, SampleConfig(strategy="uncertainty", n=1, thresholds={"spam": 0.88}))
@@ -75,16 +76,16 @@ def test_uncertainty_uses_scores_near_the_thresholds():
 
 def test_uncertainty_without_scores_prefers_the_models_hedged_decisions(run_records):
     picked = sample_run(run_records, SampleConfig(strategy="uncertainty", n=10))
-    assert {r["verdict"]["decision"] for r, _ in picked} == {"review"}
+    assert {r.verdict["decision"] for r, _ in picked} == {"review"}
     assert all("proxy_tier" in why for _, why in picked)
 
 
 def test_disagreement_samples_only_where_two_runs_differ(run_records):
-    other = json.loads(json.dumps(run_records))
+    other = json.loads(json.dumps([r.to_json() for r in run_records]))
     other[0]["verdict"] = {"decision": "remove", "violations": [{"policy": "spam", "severity": "low", "evidence": "x"}], "rationale": "r"}
     flipped = next(r for r in other[1:] if r["verdict"]["violations"])
     flipped["verdict"]["violations"][0]["policy"] = "adult_sexual"
-    picked = sample_run(run_records, SampleConfig(strategy="disagreement", n=10), other)
+    picked = sample_run(run_records, SampleConfig(strategy="disagreement", n=10), [RunRecord.from_json(r) for r in other])
     assert sorted(ids(picked)) == sorted([other[0]["id"], flipped["id"]])
     assert picked[0][1]["differs_in"] == "decision" and picked[0][1]["other_verdict"]["decision"] == "remove"
     assert difference(run_records[5], run_records[5]) is None
@@ -93,7 +94,8 @@ def test_disagreement_samples_only_where_two_runs_differ(run_records):
 
 
 def test_audit_rate_and_error_records(run_records):
-    errors = [{"schema_version": "1", "id": f"bad-{i}", "line": 900 + i, "error": {"stage": "model", "reason": "x"}} for i in range(10)]
+    errors = [RunRecord.from_json({"schema_version": "1", "id": f"bad-{i}", "line": 900 + i, "error": {"stage": "model", "reason": "x"}})
+              for i in range(10)]
     recs = run_records + errors
     assert len(sample_run(recs, SampleConfig(audit_rate=0.05))) == 10  # ceil(0.05 * 200 verdicts)
     picked = sample_run(recs, SampleConfig(audit_rate=1.0, include_errors=True))
@@ -106,7 +108,7 @@ def test_audit_rate_and_error_records(run_records):
 
 def test_overlap_puts_a_share_of_items_in_two_slots(run_records):
     picked = sample_run(run_records, SampleConfig(n=20))
-    items = {r["line"]: {"id": r["id"], "kind": "listing", "title": "t"} for r, _ in picked}
+    items = {r.line: {"id": r.id, "kind": "listing", "title": "t"} for r, _ in picked}
     entries = queue_entries(picked, items, SampleConfig(n=20, overlap=0.25))
     assert len(entries) == 25
     groups = [e["overlap_group"] for e in entries if e["overlap_group"]]
@@ -115,9 +117,9 @@ def test_overlap_puts_a_share_of_items_in_two_slots(run_records):
 
 def test_join_refuses_a_dump_that_was_not_the_one_moderated(tmp_path):
     dump = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "title": "one"}, {"id": "b", "title": "two"}])
-    assert join_items([record(2) | {"id": "b"}], dump)[2]["title"] == "two"
+    assert join_items([dataclasses.replace(record(2), id="b")], dump)[2]["title"] == "two"
     with pytest.raises(InputError, match="is --input the dump"):
-        join_items([record(2) | {"id": "zzz"}], dump)
+        join_items([dataclasses.replace(record(2), id="zzz")], dump)
 
 
 def test_cli_sample_creates_a_queue_from_a_fake_run(tmp_path, capsys):

@@ -164,7 +164,7 @@ def test_cleared_items_never_reach_the_backend(fitted, make_moderator, tmp_path)
     scores = fitted.violation_scores(items)
     screen = Screen(fitted.scorer, float(np.median(scores)), {}, "abc")
     moderator = make_moderator(scores=False)
-    records = ChunkModerator(moderator, screen=screen).records([(i + 1, it) for i, it in enumerate(items)])
+    records = [r.to_json() for r in ChunkModerator(moderator, screen=screen).records([(i + 1, it) for i, it in enumerate(items)])]
     sent = [item_text_of(r) for call in moderator.backend.calls for r in call]
     cleared = {r["id"] for r in records if "screen" in r}
     assert 0 < len(cleared) < len(items)

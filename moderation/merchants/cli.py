@@ -233,7 +233,7 @@ def _eval_rows(args):
     config, thresholds = _config(args), (load_thresholds(args.thresholds) if args.thresholds else {})
 
     def enforces(item, record) -> bool:
-        v = ItemVerdict("-", item, record["verdict"], record.get("scores"), "", "")
+        v = ItemVerdict("-", item, record.verdict, record.scores, "", "")
         return any(x.counts for x in model_violations(v, config, thresholds, args.count_unscored))
 
     enforcement, overturns, names = fairness.eval_rows(args.eval_runs, enforces, args.data_dir, args.labels)
@@ -250,9 +250,9 @@ def _backend(runs) -> str | None:
     first = next(iter(sorted(path.glob("*.jsonl")) if path.is_dir() else [path]), None)
     if first is None:
         return None
-    with open(first, encoding="utf-8") as fh:
-        for line in fh:
-            record = json.loads(line)
-            if "provenance" in record:
-                return f"{record['provenance'].get('backend')}:{record['provenance'].get('model')}"
+    from moderation.runfile import read_records
+
+    for record in read_records(first):
+        if record.provenance is not None:
+            return f"{record.provenance.get('backend')}:{record.provenance.get('model')}"
     return None

@@ -170,8 +170,8 @@ def eval_rows(runs: str | Path, counts_fn, data_dir: str | None = None,
         gold = _gold_of(run, labels, data_dir)
         names.append(Path(labels).name if labels else run.stem)
         for record in load_run(run):
-            item, violations = gold.get(record.get("id"), (None, None))
-            if item is None or record.get("verdict") is None:
+            item, violations = gold.get(record.id, (None, None))
+            if item is None or record.verdict is None:
                 continue
             hit = counts_fn(item, record)
             row = {"region": item.get("region"), "language": item.get("language"), "set": names[-1]}

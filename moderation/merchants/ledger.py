@@ -103,15 +103,15 @@ def read_run(source: RunInput, **read_options) -> tuple[list[ItemVerdict], Count
     items = join_items(records, source.dump, **read_options)
     when, skipped, out = source.when(), Counter(), []
     for record in records:
-        item = items.get(record["line"])
-        if record.get("verdict") is None:
+        item = items.get(record.line)
+        if record.verdict is None:
             skipped["model error"] += 1
         elif item is None:
             skipped["item not in dump"] += 1
         elif owner(item) is None:
             skipped["no merchant field"] += 1
         else:
-            out.append(ItemVerdict(owner(item), item, record["verdict"], record.get("scores"), when, str(source.run)))
+            out.append(ItemVerdict(owner(item), item, record.verdict, record.scores, when, str(source.run)))
     if skipped:
         logger.info("%s: left out %s", source.run, dict(skipped))
     return out, skipped

@@ -17,6 +17,7 @@ from typing import Any
 
 from moderation.errors import ConfigError, InputError
 from moderation.items import Item, read_items
+from moderation.runfile import RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ class SampleConfig:
         return self.n if self.n is not None else math.ceil(self.audit_rate * eligible)
 
 
-def join_items(records: list[dict[str, Any]], dump: str | Path, **read_options) -> dict[int, dict[str, Any]]:
+def join_items(records: list[RunRecord], dump: str | Path, **read_options) -> dict[int, dict[str, Any]]:
     """Item records of the moderated dump by line number, for the run records' lines."""
-    wanted = {r["line"]: r.get("id") for r in records}
+    wanted = {r.line: r.id for r in records}
     found: dict[int, dict[str, Any]] = {}
     for line, row in read_items(dump, **read_options):
         if line in wanted and isinstance(row, Item):
@@ -74,8 +75,8 @@ def _random(records, k, rng, config, other):
     return [(r, {"weight": round(len(records) / len(picked), 6)}) for r in picked]
 
 
-def _stratum(record: dict[str, Any]) -> str:
-    verdict = record.get("verdict")
+def _stratum(record: RunRecord) -> str:
+    verdict = record.verdict
     if verdict is None:
         return "error"
     policy = verdict["violations"][0]["policy"] if verdict["violations"] else "none"
@@ -104,9 +105,9 @@ def _stratified(records, k, rng, config, other):
     return [(record, {**why, "weight": round(sizes[why["stratum"]] / drawn[why["stratum"]], 6)}) for record, why in picked]
 
 
-def margin(record: dict[str, Any], thresholds: dict[str, float]) -> float | None:
+def margin(record: RunRecord, thresholds: dict[str, float]) -> float | None:
     """Distance of the record's closest score to its threshold (None without scores)."""
-    scores = record.get("scores")
+    scores = record.scores
     if not isinstance(scores, dict):
         return None
     distances = [abs(float(s) - thresholds.get(p, 0.5)) for p, s in (scores.get("policies") or {}).items()]
@@ -115,8 +116,8 @@ def margin(record: dict[str, Any], thresholds: dict[str, float]) -> float | None
     return min(distances) if distances else None
 
 
-def _proxy_tier(record: dict[str, Any]) -> int:
-    verdict = record.get("verdict") or {}
+def _proxy_tier(record: RunRecord) -> int:
+    verdict = record.verdict or {}
     decision = verdict.get("decision", "review")
     if decision == "remove" and all(v["severity"] in ("low", "medium") for v in verdict.get("violations", [])):
         decision = "remove-soft"
@@ -134,14 +135,14 @@ def _uncertainty(records, k, rng, config, other):
     return [(record, why) for _, _, record, why in keyed[:k]]
 
 
-def _policies(record: dict[str, Any] | None) -> frozenset[str] | None:
-    verdict = (record or {}).get("verdict")
+def _policies(record: RunRecord | None) -> frozenset[str] | None:
+    verdict = record.verdict if record is not None else None
     return None if verdict is None else frozenset(v["policy"] for v in verdict["violations"])
 
 
-def difference(a: dict[str, Any], b: dict[str, Any] | None) -> str | None:
+def difference(a: RunRecord, b: RunRecord | None) -> str | None:
     """How two runs' records of one item differ: 'decision', 'policies', 'error' or None."""
-    va, vb = a.get("verdict"), (b or {}).get("verdict")
+    va, vb = a.verdict, b.verdict if b is not None else None
     if va is None or vb is None:
         return None if va is None and vb is None else "error"
     if va["decision"] != vb["decision"]:
@@ -155,10 +156,10 @@ def _disagreement(records, k, rng, config, other):
     rank = {"decision": 0, "policies": 1, "error": 2}
     differing = []
     for record in records:
-        twin = other.get((record.get("id"), record["line"]))
+        twin = other.get((record.id, record.line))
         kind = difference(record, twin) if twin is not None else None
         if kind:
-            differing.append((rank[kind], rng.random(), record, {"differs_in": kind, "other_verdict": twin.get("verdict")}))
+            differing.append((rank[kind], rng.random(), record, {"differs_in": kind, "other_verdict": twin.verdict}))
     differing.sort(key=lambda t: (t[0], t[1]))
     return [(record, why) for _, _, record, why in differing[:k]]
 
@@ -168,12 +169,12 @@ SAMPLERS: dict[str, Callable] = {
 }
 
 
-def sample_run(records: list[dict[str, Any]], config: SampleConfig,
-               other: list[dict[str, Any]] | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def sample_run(records: list[RunRecord], config: SampleConfig,
+               other: list[RunRecord] | None = None) -> list[tuple[RunRecord, dict[str, Any]]]:
     """Pick records to review: [(run record, why it was picked)], in queue order."""
-    eligible = [r for r in records if config.include_errors or "verdict" in r]
+    eligible = [r for r in records if config.include_errors or r.verdict is not None]
     rng = random.Random(config.seed)
-    other_by_key = None if other is None else {(r.get("id"), r["line"]): r for r in other}
+    other_by_key = None if other is None else {(r.id, r.line): r for r in other}
     picked = SAMPLERS[config.strategy](eligible, config.size(len(eligible)), rng, config, other_by_key)
     logger.info("sampled %d of %d eligible records (%s)", len(picked), len(eligible), config.strategy)
     return picked
@@ -190,13 +191,13 @@ def queue_entries(picked, items: dict[int, dict[str, Any]], config: SampleConfig
     overlapped = set(rng.sample(range(len(picked)), n_overlap)) if n_overlap else set()
     entries = []
     for index, (record, why) in enumerate(picked):
-        item = items.get(record["line"])
+        item = items.get(record.line)
         if item is None:
-            raise InputError(f"run record {record.get('id')!r} (line {record['line']}) has no readable item in --input")
-        group = f"{record['line']}:{item['id']}" if index in overlapped else None
-        entry = {"item": item, "model_verdict": record.get("verdict"), "provenance": record.get("provenance") or {},
-                 "sample": {"strategy": config.strategy, **why, **({"scores": record["scores"]} if "scores" in record else {}),
-                            **({"error": record["error"]} if "error" in record else {})},
+            raise InputError(f"run record {record.id!r} (line {record.line}) has no readable item in --input")
+        group = f"{record.line}:{item['id']}" if index in overlapped else None
+        entry = {"item": item, "model_verdict": record.verdict, "provenance": record.provenance or {},
+                 "sample": {"strategy": config.strategy, **why, **({"scores": record.scores} if record.scores is not None else {}),
+                            **({"error": record.error} if record.error is not None else {})},
                  "overlap_group": group}
         entries.append(entry)
         if group:
