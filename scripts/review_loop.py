@@ -198,13 +198,8 @@ def learn(round_dir: Path, checks: Path | None) -> tuple[Path, dict]:
     moderation("curate", "-o", str(curated), *CURATE_FLAGS, *(["--case-checks", str(checks)] if checks else []), quiet=True)
     curate_s = time.perf_counter() - started
     started = time.perf_counter()
-    cmd = [sys.executable, str(ROOT / "finetune" / "fit_heads.py"), "--dataset", str(curated / "sft"), "--out", str(heads),
-           "--cache", str(LOOP / "heads-cache")]
-    print("$ " + " ".join(cmd[1:]), file=sys.stderr)
-    result = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"fit_heads failed with exit code {result.returncode}")
-    card = json.loads(result.stdout)
+    card = json.loads(script("fit_heads.py", "--dataset", str(curated / "sft"), "--out", str(heads),
+                             "--cache", str(LOOP / "heads-cache")))
     return heads, {"curate_s": round(curate_s, 1), "fit_s": round(time.perf_counter() - started, 1), "rows": card["rows"],
                    "feature_rows": card.get("feature_rows", 0)}
 
@@ -317,9 +312,39 @@ def cmd_round(args) -> int:
         before = evaluate_marketplace(LOOP / "eval-control", control_heads())
         after = evaluate_marketplace(round_dir / "eval", heads)
         result["eval_compare"] = {k: v for k, v in compare(before, after, round_dir / "compare.json").items() if k != "flipped"}
+    if args.reward:
+        result["reward"] = reward_model(round_dir, args.reward_epochs,
+                                        round_dir / "eval" / "runs" / "marketplace.jsonl" if args.full_eval else None)
     (round_dir / "round.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("review", "learn")} | {"after": _headline(result["after"])}, indent=2))
     return 0
+
+
+def script(name: str, *args: str) -> str:
+    """Run one finetune/ script; its standard output."""
+    cmd = [sys.executable, str(ROOT / "finetune" / name), *args]
+    print("$ python finetune/" + " ".join([name, *args]), file=sys.stderr)
+    result = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"finetune/{name} failed with exit code {result.returncode}")
+    return result.stdout
+
+
+def reward_model(round_dir: Path, epochs: float, run_file: Path | None) -> dict:
+    """A reward model on the round's real chosen/rejected pairs (held-out pairs: pairwise accuracy),
+    then, on the marketplace test run, routing the lowest-reward fifth to review against routing the
+    fifth the classifier is least sure of."""
+    out = round_dir / "reward"
+    started = time.perf_counter()
+    script("reward.py", "--config", "finetune/configs/reward_smollm2_cpu.yaml", "--dataset_name",
+           str(round_dir / "curated" / "preference"), "--output_dir", str(out), "--num_train_epochs", str(epochs),
+           "--bf16", "true")
+    figures = json.loads((out / "pairwise_accuracy.json").read_text()) | {"wall_s": round(time.perf_counter() - started, 1)}
+    if run_file is not None:
+        script("score_verdicts.py", str(run_file), "--reward-model", str(out), "--set", "marketplace", "--route-share", "0.2",
+               "-o", str(round_dir / "marketplace.scored.jsonl"))
+        figures["routing"] = json.loads((round_dir / "marketplace.scored.jsonl.summary.json").read_text())
+    return figures
 
 
 def _headline(fig: dict) -> dict:
@@ -449,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="the round's folder under runs/loop (default round-STRATEGY-nN-sSEED)")
     p.add_argument("--full-eval", action=argparse.BooleanOptionalAction, default=True,
                    help="also run `moderation eval` on the marketplace test split before and after, and compare (default on)")
+    p.add_argument("--reward", action="store_true", help="also train a reward model on the round's chosen/rejected pairs "
+                                                        "and measure routing by reward against routing by uncertainty")
+    p.add_argument("--reward-epochs", type=float, default=2, help="reward model epochs (default 2)")
     p = sub.choices["curve"]
     p.add_argument("--strategies", default="random,uncertainty", help="comma-separated (default random,uncertainty)")
     p.add_argument("--budgets", default="100,200,400,800", help="case checks per round, comma-separated")

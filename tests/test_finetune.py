@@ -210,3 +210,40 @@ def test_routing_by_the_classifiers_uncertainty_routes_scores_nearest_a_threshol
     summary = effect(records, gold, routed)
     assert summary["wrong_caught"] == 1.0 and summary["routed"]["exact_match_accuracy"] == 0.0
     assert effect(records, gold, [True, False, False, False])["wrong_caught"] == 0.0
+
+
+def test_a_review_rounds_data_trains_two_steps_of_reward_dpo_and_sft(tmp_path, tiny_model, monkeypatch):
+    """Round data end to end: the oracle reviews a queue through the app, the store exports the case
+    checks, `curate` turns only those into rows, and each trainer runs two steps on them."""
+    from fastapi.testclient import TestClient
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from review_services import entries
+
+    from moderation.cli import main as moderation
+    from moderation.review import auth, interop
+    from moderation.review.app import create_app
+    from moderation.review.oracle import Gold, OracleReviewer
+    from moderation.review.store import Store
+
+    store = Store(str(tmp_path / "round.sqlite"))
+    store.add_user("oracle", "reviewer", auth.hash_password("pw for the oracle"))
+    store.create_queue("round", entries(12), {})  # every third listing flagged as counterfeit by the model
+    replica = Gold("remove", frozenset({"counterfeit_ip"}))
+    gold = {f"it-{i:03d}": replica if i % 2 == 0 else Gold("allow", frozenset()) for i in range(12)}
+    oracle = OracleReviewer(TestClient(create_app(store)), "oracle", "pw for the oracle", gold)
+    oracle.login()
+    counts = oracle.review("round")
+    assert counts["correct"] > 0 and counts["accept"] > 0
+    interop.export_jsonl(interop.finished(store, "round"), tmp_path / "checks.jsonl")
+    curated = tmp_path / "curated"
+    assert moderation(["curate", "-o", str(curated), "--case-checks", str(tmp_path / "checks.jsonl"), "--sets", "none",
+                       "--test-sets", "marketplace", "--held-out-share", "0.25"]) == 0
+    pairs = [json.loads(line) for line in (curated / "preference" / "train.jsonl").read_text().splitlines()]
+    assert pairs and {p["source"] for p in pairs} == {"case_check"}  # real corrections only, nothing synthetic
+    real = ["--max_length", "1024"]  # the rows are whole moderation prompts
+    rm = [*common_args(tmp_path / "rm", tiny_model), *real, "--lora_task_type", "SEQ_CLS", "--lora_modules_to_save", "score"]
+    run_two_steps(reward, [*rm, "--dataset_name", str(curated / "preference")], monkeypatch)
+    run_two_steps(dpo, [*common_args(tmp_path / "dpo", tiny_model), *real, "--dataset_name", str(curated / "preference")],
+                  monkeypatch)
+    run_two_steps(sft, [*common_args(tmp_path / "sft", tiny_model), *real, "--dataset_name", str(curated / "sft")], monkeypatch)
