@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from moderation.baselines import BASELINES
 from moderation.datasets import LabelledItem
 from moderation.errors import ConfigError
@@ -26,7 +24,7 @@ from moderation.evaluate import (
     sample,
     write_metrics,
 )
-from moderation.metrics import macro_f1, mcnemar
+from moderation.metrics import mcnemar, paired_macro_f1
 from moderation.report import by_set, markdown
 from moderation.report_html import html_page
 from moderation.report_plots import plot_set
@@ -211,7 +209,7 @@ def compare_runs(args) -> int:
         preds.append(llm.flagged & llm.valid[:, None])
     correct = [(p == gold).all(1) for p in preds]
     test = mcnemar(correct[0], correct[1])
-    diff, low, high = _paired_macro_f1(gold, preds[0], preds[1], args.bootstrap)
+    diff, low, high = paired_macro_f1(gold, preds[0], preds[1], args.bootstrap)
     flipped = [{"id": i, "gold": sorted(items[i].gold_violations), "a": _flagged(runs[0][i]), "b": _flagged(runs[1][i])}
                for k, i in enumerate(common) if correct[0][k] != correct[1][k]]
     print(f"{len(common)} shared items of {args.set}/{args.split}")
@@ -236,17 +234,6 @@ def _records(path: str) -> dict[str, RunRecord]:
 def _flagged(record: RunRecord) -> list[str] | str:
     verdict = record.verdict
     return "error" if verdict is None else sorted(v["policy"] for v in verdict["violations"])
-
-
-def _paired_macro_f1(gold, a, b, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(gold), len(gold))
-        diffs.append(macro_f1(gold[idx], b[idx]) - macro_f1(gold[idx], a[idx]))
-    diffs = np.array(diffs)
-    diffs = diffs[~np.isnan(diffs)]
-    return macro_f1(gold, b) - macro_f1(gold, a), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
 __all__ = ["compare_runs", "evaluate_sets"]
