@@ -72,6 +72,9 @@ def test_uncertainty_uses_scores_near_the_thresholds():
     shifted = sample_run(recs, SampleConfig(strategy="uncertainty", n=1, thresholds={"spam": 0.88}))
     assert ids(shifted) == ["it-0003"] and shifted[0][1]["margin"] == pytest.approx(0.02)
     assert margin(record(9), {}) is None
+    # With policy thresholds the overall violation score (0.5 here) is no threshold's neighbour.
+    heads_like = record(10, scores={"violation": 0.5, "policies": {"spam": 0.5}})
+    assert margin(heads_like, {"spam": 0.9}) == pytest.approx(0.4) and margin(heads_like, {}) == 0.0
 
 
 def test_uncertainty_without_scores_prefers_the_models_hedged_decisions(run_records):

@@ -106,12 +106,14 @@ def _stratified(records, k, rng, config, other):
 
 
 def margin(record: RunRecord, thresholds: dict[str, float]) -> float | None:
-    """Distance of the record's closest score to its threshold (None without scores)."""
+    """Distance of the record's closest score to its threshold (None without scores). With per-policy
+    thresholds only the policy scores count: the overall `violation` score is cut at nothing then (for
+    policy heads it is the highest policy score), so its distance to 0.5 would pull in clean items."""
     scores = record.scores
     if not isinstance(scores, dict):
         return None
     distances = [abs(float(s) - thresholds.get(p, 0.5)) for p, s in (scores.get("policies") or {}).items()]
-    if isinstance(scores.get("violation"), (int, float)):
+    if isinstance(scores.get("violation"), (int, float)) and not thresholds:
         distances.append(abs(float(scores["violation"]) - thresholds.get("violation", 0.5)))
     return min(distances) if distances else None
 
