@@ -23,6 +23,7 @@ from moderation.errors import (
     ModerationError,
 )
 from moderation.factory import (
+    RunSettings,
     add_backend_args,
     add_stage_args,
     build_moderator,
@@ -54,7 +55,7 @@ def _add_run(sub) -> None:
     p.add_argument("--kind", default="listing", help="kind of rows without a 'kind' column (listing, merchant, creator_video, live_chat)")
     p.add_argument("--columns", help=COLUMNS_HELP)
     p.add_argument("--strict-columns", action="store_true", help=STRICT_COLUMNS_HELP)
-    p.add_argument("--error-budget", type=float, default=0.5, help="stop when more than this share of rows are errors (default 0.5)")
+    add_fields(p, RunSettings, ["error_budget"])
     p.add_argument("--max-text-chars", type=int, default=20_000, help="longest item text; longer rows become errors")
     p.add_argument("--max-row-bytes", type=int, default=1_000_000, help="largest raw row; larger rows become errors")
     add_stage_args(p)
@@ -185,9 +186,10 @@ def cmd_run(args) -> int:
                                strict_columns=args.strict_columns)
     if not args.restart:
         check_resume(Path(args.output), made_from)  # another input: refused before a model loads
-    options = run_options(args)
-    screen, store = run_screen(args), run_store(args)
-    moderator = run_moderator(args)
+    settings = RunSettings.from_args(args)
+    options = run_options(settings)
+    screen, store = run_screen(settings), run_store(settings)
+    moderator = run_moderator(settings, args.command)
     runner = BatchRunner(moderator, options, screen=screen, store=store)
     code = EXIT_OK
     bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
@@ -262,7 +264,7 @@ def cmd_eval(args) -> int:
 
     if args.eval_command == "compare":
         return compare_runs(args)
-    return evaluate_sets(args, run_moderator)
+    return evaluate_sets(args, lambda parsed: run_moderator(RunSettings.from_args(parsed), parsed.command))
 
 
 def cmd_serve(args) -> int:
@@ -271,11 +273,12 @@ def cmd_serve(args) -> int:
     from moderation.serve import Metrics, ModerationService, ServeOptions, build_server
 
     options = from_args(ServeOptions, args, journal=Path(args.journal) if args.journal else None)
-    base = build_moderator(args)
+    settings = RunSettings.from_args(args)
+    base = build_moderator(settings)
     adapters = base.backend.config.adapters
     moderators = {None: base, **{a.name: base.with_adapter(a) for a in adapters}}
     metrics = Metrics()
-    service = ModerationService(moderators, options, metrics, screen=run_screen(args), store=run_store(args))
+    service = ModerationService(moderators, options, metrics, screen=run_screen(settings), store=run_store(settings))
     server = build_server(service, metrics, host=args.host, port=args.port,
                           log_level="info" if args.verbose else "warning")
     print(f"serving on http://{args.host}:{args.port}/v1/moderate (adapters: {[a.name for a in adapters] or 'none'})",

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from moderation.batch import ErrorBudgetExceeded, check_budget, summarize_records
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
+from moderation.factory import RunSettings, run_moderator, run_options, run_screen, run_store
 from moderation.items import KINDS, Item, ReadLimits, RowError, detect_format, looks_binary, parse_column_map, read_stream
 from moderation.runfile import RowKeys, RunRecord
 
@@ -166,19 +167,23 @@ def first_occurrences(raw, reader: FileRows) -> dict[str, tuple[int, int]]:
 
 
 class ModerateBatch:
-    """The actor: one backend, one ChunkModerator; a batch of keyed rows in, records out."""
+    """The actor: one backend, one ChunkModerator; a batch of keyed rows in, records out.
 
-    def __init__(self, args):
+    Args:
+        settings: the run's model side (moderation.factory.RunSettings), made once by the driver.
+        actor_gpus: GPUs per actor (--actor-gpus); 0: the engine runs on the actor's CPUs.
+    """
+
+    def __init__(self, settings: RunSettings, actor_gpus: float = 0):
         from moderation.batch import ChunkModerator
-        from moderation.factory import run_moderator, run_options, run_screen, run_store
 
-        if not args.actor_gpus:
+        if not actor_gpus:
             # vLLM's default binds every CPU engine's threads to the same cores; unbound, each actor's
             # engine runs OMP_NUM_THREADS (Ray sets it to the actor's CPUs) threads wherever the OS puts them.
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-        self.options = run_options(args)
-        self.chunks = ChunkModerator(run_moderator(args), self.options,
-                                     screen=run_screen(args), store=run_store(args))
+        self.options = run_options(settings)
+        self.chunks = ChunkModerator(run_moderator(settings), self.options,
+                                     screen=run_screen(settings), store=run_store(settings))
         pid_dir = os.environ.get("MODERATION_RAY_PID_DIR")  # tests find and kill actors by it
         if pid_dir:
             Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
@@ -341,16 +346,17 @@ def _read(args):
     return FileRows(fmt, opts, names), ray.data.read_binary_files(files, include_paths=True, filesystem=fs)
 
 
-def moderated(args, done: set[str]):
-    """The lazy Ray dataset of output rows: files -> keyed rows not yet done -> actor pool -> records."""
+def moderated(args, settings: RunSettings, done: set[str]):
+    """The lazy Ray dataset of output rows: files -> keyed rows not yet done -> actor pool -> records.
+    The actors get `settings` (moderation.factory.RunSettings), not the command line's Namespace."""
     reader, raw = _read(args)
     if len(reader.names) > 1:
         reader.firsts = first_occurrences(raw, reader)
     rows = raw.map_batches(expand_files, batch_size=1, fn_kwargs={"reader": reader, "done_ref": ray.put(done)})
     # One block per chunk, so that every actor gets work (a file is parsed into one block).
-    rows = rows.repartition(target_num_rows_per_block=args.chunk_size)
+    rows = rows.repartition(target_num_rows_per_block=settings.chunk_size)
     # A killed actor is restarted and its batch retried (Ray Data's defaults, set here so they stay so).
-    return rows.map_batches(ModerateBatch, fn_constructor_args=(args,), batch_size=args.chunk_size,
+    return rows.map_batches(ModerateBatch, fn_constructor_args=(settings, args.actor_gpus), batch_size=settings.chunk_size,
                             batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=args.actors),
                             num_cpus=args.actor_cpus,
                             num_gpus=args.actor_gpus, max_restarts=-1, max_task_retries=-1)
@@ -362,6 +368,7 @@ def run_ray(args) -> int:
     from moderation.errors import EXIT_BACKEND, EXIT_BUDGET, EXIT_OK, EXIT_USAGE
 
     started = time.perf_counter()
+    settings = RunSettings.from_args(args)  # bad settings fail here, before the cluster starts
     out = ShardDir(args.output, args.output_format)
     out.lock()
     done = out.done_keys()
@@ -369,7 +376,7 @@ def run_ray(args) -> int:
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     code = EXIT_OK
     try:
-        out.write(moderated(args, done), run_id, shard_rows=16 * args.chunk_size)
+        out.write(moderated(args, settings, done), run_id, shard_rows=16 * settings.chunk_size)
     except Exception as exc:  # Ray wraps what the actors raised
         cause = _moderation_error(exc)
         if cause is None:

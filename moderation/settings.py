@@ -1,9 +1,10 @@
 """Flags made from settings dataclasses, so each setting's default and help are written once (on
 its field), as vLLM's `EngineArgs.add_cli_args` / `from_cli_args` do.
 
-A field becomes `--field-name`, typed by its default (a bool field is `--x/--no-x`), with its
-`metadata["help"]` and the default appended; `choices` in the metadata restricts the values, and
-`type` gives the type of a field whose default is None.
+A field becomes `--field-name`, typed by its default (a bool field is `--x/--no-x`, a tuple field
+a flag given once per value), with its `metadata["help"]` and the default appended (unless
+`default_in_help` says the help tells it already); `choices` in the metadata restricts the values,
+`type` gives the type of a field whose default is None, and `metavar` names the value in the usage.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ def add_fields(parser, cls: type, names: list[str] | None = None) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag, text = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
         kind = type(default) if default is not None else f.metadata.get("type")
+        named = {key: f.metadata[key] for key in ("metavar", "choices") if key in f.metadata}
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
-            continue
-        kwargs: dict[str, Any] = {"default": default, "help": f"{text} (default {default})" if default is not None else text}
-        if kind is not None:
-            kwargs["type"] = kind
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(flag, **kwargs)
+        elif kind is tuple:  # argparse appends to a list of its own; from_args gets a list
+            parser.add_argument(flag, action="append", default=list(default), help=text, **named)
+        else:
+            told = default is None or f.metadata.get("default_in_help", False)
+            kwargs: dict[str, Any] = {"default": default, "help": text if told else f"{text} (default {default})"}
+            if kind is not None:
+                kwargs["type"] = kind
+            parser.add_argument(flag, **kwargs, **named)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, names: list[str] | None = None, **overrides) -> T:

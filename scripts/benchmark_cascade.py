@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from moderation.batch import BatchRunner, RunOptions  # noqa: E402
 from moderation.evalsets import load_set, set_names  # noqa: E402
 from moderation.evaluate import gold_labels, llm_outputs, sample  # noqa: E402
-from moderation.factory import add_backend_args, run_moderator  # noqa: E402
+from moderation.factory import RunSettings, add_backend_args, run_moderator  # noqa: E402
 from moderation.metrics import macro_f1  # noqa: E402
 from moderation.runfile import read_records  # noqa: E402
 from moderation.screen import CRITERIA, fit_screen, load_screen  # noqa: E402
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = Path(args.out_dir)
     screen = get_screen(args)
-    moderator = run_moderator(args)
+    moderator = run_moderator(RunSettings.from_args(args))
     try:
         results, reset = moderate_sets(args, moderator, screen)
     finally:

@@ -175,12 +175,12 @@ def load_input(name: str, args) -> list:
 
 
 def run_args(flags: list[str]):
-    """The settings `moderation run` would parse from these flags (backend, model, prompt, thresholds)."""
-    from moderation.factory import add_backend_args
+    """The settings `moderation run` would make from these flags (backend, model, prompt, thresholds)."""
+    from moderation.factory import RunSettings, add_backend_args
 
     parser = argparse.ArgumentParser()
     add_backend_args(parser)
-    return parser.parse_args(flags)
+    return RunSettings.from_args(parser.parse_args(flags))
 
 
 def accuracy(items: list, records: dict) -> dict:
@@ -209,7 +209,7 @@ def moderate(moderator, items: list, chunk: int) -> tuple[dict, dict]:
                      "generated": generated, "verdicts": stats.verdicts}
 
 
-def classify_only(args, items: list) -> tuple[dict, dict]:
+def classify_only(settings, items: list) -> tuple[dict, dict]:
     """The ceiling: the policy heads' scores and the decisions they fix, with no engine at all."""
     from moderation.factory import model_profile_for, run_scorer, run_thresholds
     from moderation.pipeline import Moderator, decide
@@ -217,14 +217,14 @@ def classify_only(args, items: list) -> tuple[dict, dict]:
     from moderation.prompts import load_template
     from moderation.runfile import RunRecord
 
-    scorer, thresholds = run_scorer(args), run_thresholds(args)
+    scorer, thresholds = run_scorer(settings), run_thresholds(settings)
     if scorer is None or not thresholds:
-        raise SystemExit(f"--model {args.model} ships no policy heads and thresholds: no classification-only pass")
+        raise SystemExit(f"--model {settings.model} ships no policy heads and thresholds: no classification-only pass")
     policy = load_policy(None)  # the moderator score first uses, without an engine (a scorer needs none)
-    moderator = Moderator(None, policy, load_template(model_profile_for(args).prompt), thresholds=thresholds, scorer=scorer)
+    moderator = Moderator(None, policy, load_template(model_profile_for(settings).prompt), thresholds=thresholds, scorer=scorer)
     records = {}
-    for start in range(0, len(items), args.chunk_size):
-        batch = items[start:start + args.chunk_size]
+    for start in range(0, len(items), settings.chunk_size):
+        batch = items[start:start + settings.chunk_size]
         for li, scores in zip(batch, moderator.score([li.item for li in batch])):
             decided = decide(scores, thresholds, policy)
             violations = [{"policy": p, "severity": "low", "evidence": "-"} for p in decided.policies]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from moderation.batch import BatchRunner, RunOptions  # noqa: E402
-from moderation.factory import add_backend_args, run_moderator  # noqa: E402
+from moderation.factory import RunSettings, add_backend_args, run_moderator  # noqa: E402
 from moderation.items import read_items  # noqa: E402
 from moderation.verdict_store import VerdictStore  # noqa: E402
 
@@ -76,14 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/verdict-cache", help="folder for the outputs and results.json")
     add_backend_args(parser)
     args = parser.parse_args(argv)
-    args.command, args.adapter = "run", args.adapter or []
 
     rows = [json.loads(line) for line in Path(args.input).read_text().splitlines() if line.strip()][: args.items]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     day1 = write_jsonl(out / "day1.jsonl", rows)
     day3 = write_jsonl(out / "day3.jsonl", nightly_variant(rows, args.edited, args.new, args.seed))
-    moderator = run_moderator(args)
+    moderator = run_moderator(RunSettings.from_args(args))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = VerdictStore(Path(tmp) / "verdicts.sqlite")

@@ -1,12 +1,11 @@
 """`--model default` is the base model plus the shipped adapter, its prompt and its thresholds."""
 
 import json
-from argparse import Namespace
 
 import pytest
 
 from moderation.errors import ConfigError
-from moderation.factory import run_thresholds
+from moderation.factory import RunSettings, run_thresholds
 from moderation.items import Item
 from moderation.model import DEFAULT_ADAPTER, PROFILE_FILE, PROJECT_ROOT, load_adapter, model_profile
 from moderation.schema import POLICY_IDS
@@ -15,7 +14,7 @@ from moderation.scoring import check_thresholds
 
 def args(**kw):
     base = {"model": "default", "backend": "vllm", "thresholds": None, "scores": True}
-    return Namespace(**{**base, **kw})
+    return RunSettings(**{**base, **kw})
 
 
 def test_default_profile_names_the_adapter_its_prompt_and_thresholds():
@@ -67,8 +66,8 @@ def test_the_shipped_default_flags_obvious_violations_and_allows_obvious_clean_i
     manifest = json.loads((merged / MANIFEST).read_text())
     assert manifest["adapter_sha256"] == load_adapter(str(DEFAULT_ADAPTER)).sha
     # exactly what `moderation run` builds with its defaults
-    moderator = run_moderator(build_parser().parse_args(["run", "in.jsonl", "-o", str(tmp_path / "out.jsonl"),
-                                                         "--enforce-eager", "--max-model-len", "4096"]))
+    moderator = run_moderator(RunSettings.from_args(build_parser().parse_args(
+        ["run", "in.jsonl", "-o", str(tmp_path / "out.jsonl"), "--enforce-eager", "--max-model-len", "4096"])))
     backend = moderator.backend
     assert moderator.score_first and moderator.thresholds == model_profile("default").thresholds
     try:

@@ -1,6 +1,7 @@
 """Flags made from settings dataclasses: each setting's default and help written once."""
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -62,3 +63,66 @@ def test_the_engine_flags_come_from_the_backend_config_and_build_it():
     assert (config.dtype, config.enforce_eager, config.kv_cache_gib, config.max_num_seqs) == ("float32", False, 1.5, 16)
     with pytest.raises(SystemExit):
         p.parse_args(["--dtype", "int4"])
+
+
+def run_flags(*flags):
+    from moderation.cli import build_parser
+
+    return build_parser().parse_args(["run", "in.jsonl", "-o", "out.jsonl", *flags])
+
+
+def test_run_settings_are_made_once_from_the_flags_their_fields_make():
+    from moderation.backends.base import BackendConfig
+    from moderation.cli import build_parser
+    from moderation.factory import RunSettings
+
+    default = RunSettings.from_args(run_flags())
+    assert default == RunSettings() and default.backend_config == BackendConfig()
+    settings = RunSettings.from_args(run_flags(
+        "--backend", "fake", "--chunk-size", "8", "--adapter", "eu=a", "--adapter", "b", "--no-scores", "--free-evidence",
+        "--max-tokens", "64", "--dtype", "float32", "--error-budget", "0.2", "--screen", "s", "--verdict-cache", "v.sqlite"))
+    assert (settings.backend, settings.chunk_size, settings.adapter, settings.scores, settings.free_evidence) == (
+        "fake", 8, ("eu=a", "b"), False, True)
+    assert (settings.error_budget, settings.screen, settings.verdict_cache) == (0.2, "s", "v.sqlite")
+    engine = settings.backend_config
+    assert (engine.max_tokens, engine.dtype, engine.batch_size, engine.model) == (64, "float32", 8, "default")
+    # serve has no --error-budget, eval no --screen: those keep their defaults
+    serve = RunSettings.from_args(build_parser().parse_args(["serve", "--model", "base", "--heads", "h"]))
+    assert (serve.error_budget, serve.backend_config.model, serve.heads) == (0.5, "base", "h")
+    assert RunSettings.from_args(build_parser().parse_args(["eval", "--backend", "fake"])).screen is None
+
+
+def test_every_run_setting_is_a_flag_of_run_with_its_fields_help(capsys):
+    from moderation.cli import main
+    from moderation.factory import RunSettings
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines at spaces and hyphens
+    for f in dataclasses.fields(RunSettings):
+        if f.name != "backend_config":
+            assert "--" + f.name.replace("_", "-") in text and "".join(f.metadata["help"].split()) in text, f.name
+    assert "triesperitembeforeanerrorrecord(default2)" in text  # the default, appended once
+
+
+@pytest.mark.parametrize("name,value", [("chunk_size", 0), ("max_attempts", 0), ("rationale_chars", 0), ("error_budget", 1.5)])
+def test_an_impossible_run_setting_is_refused_by_name(name, value):
+    from moderation.errors import ConfigError
+    from moderation.factory import RunSettings
+
+    with pytest.raises(ConfigError, match=f"RunSettings.{name}"):
+        RunSettings(**{name: value})
+
+
+def test_the_ray_actors_receive_the_settings_not_the_namespace():
+    pytest.importorskip("ray")
+    import pickle
+
+    from moderation.distributed import ModerateBatch
+    from moderation.factory import RunSettings
+
+    settings = RunSettings.from_args(run_flags("--backend", "fake", "--chunk-size", "4", "--error-budget", "0.25"))
+    assert pickle.loads(pickle.dumps(settings)) == settings  # what crosses to an actor
+    actor = ModerateBatch(settings, actor_gpus=0)
+    assert (actor.options.chunk_size, actor.options.error_budget) == (4, 0.25)
+    assert actor.chunks.moderator.provenance()["backend"] == "fake"
