@@ -126,3 +126,14 @@ def test_the_ray_actors_receive_the_settings_not_the_namespace():
     actor = ModerateBatch(settings, actor_gpus=0)
     assert (actor.options.chunk_size, actor.options.error_budget) == (4, 0.25)
     assert actor.chunks.moderator.provenance()["backend"] == "fake"
+
+
+def test_the_review_apps_flags_come_from_its_settings():
+    from moderation.cli import build_parser
+    from moderation.review.app import ReviewSettings
+    from moderation.review.cli import WEB_FLAGS
+    from moderation.settings import from_args
+
+    args = build_parser().parse_args(["review", "serve", "--secure-cookies", "--forwarded-allow-ips", "10.0.0.0/8"])
+    assert from_args(ReviewSettings, args, WEB_FLAGS) == ReviewSettings(secure_cookies=True, forwarded_allow_ips="10.0.0.0/8")
+    assert from_args(ReviewSettings, build_parser().parse_args(["review", "serve"]), WEB_FLAGS) == ReviewSettings()

@@ -42,7 +42,8 @@ class ReviewSettings:
     """How the review app treats cookies, proxies and failed logins."""
 
     secure_cookies: bool = field(default=False, metadata={"help": "Always mark the session cookie Secure (the app is "
-                                                                   "reached over HTTPS only)."})
+                                                                   "reached over HTTPS only). Needed behind a TLS proxy "
+                                                                   "that does not send X-Forwarded-Proto."})
     forwarded_allow_ips: str = field(default="127.0.0.1", metadata={
         "help": "Comma-separated addresses or networks of the proxies whose X-Forwarded-Proto and X-Forwarded-For "
                 "are believed ('*': any; never on a port the internet reaches)."})

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from moderation.errors import ConfigError, InputError
+from moderation.settings import add_fields, from_args
 
 DEFAULT_DB = os.environ.get("MODERATION_REVIEW_DB", "runs/review.sqlite")
 EXPORT_FORMATS = ("jsonl", "hf", "label-studio")
@@ -67,18 +68,14 @@ def add_parser(sub) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
 
 
-def _add_web_settings(p) -> None:
-    """`review serve`'s cookie and proxy flags, from ReviewSettings (defaults and help live there)."""
-    from dataclasses import fields
+WEB_FLAGS = ["secure_cookies", "forwarded_allow_ips"]  # ReviewSettings fields that are `review serve` flags
 
+
+def _add_web_settings(p) -> None:
+    """`review serve`'s cookie and proxy flags, made from ReviewSettings (defaults and help live there)."""
     from moderation.review.app import ReviewSettings
 
-    meta = {f.name: f.metadata["help"] for f in fields(ReviewSettings)}
-    default = ReviewSettings()
-    p.add_argument("--secure-cookies", action="store_true", help=meta["secure_cookies"] + " Needed behind a TLS proxy "
-                   "that does not send X-Forwarded-Proto.")
-    p.add_argument("--forwarded-allow-ips", default=default.forwarded_allow_ips,
-                   help=f"{meta['forwarded_allow_ips']} (default {default.forwarded_allow_ips})")
+    add_fields(p, ReviewSettings, WEB_FLAGS)
 
 
 def _open(url, *, create: bool = False):
@@ -132,7 +129,7 @@ def _serve(args) -> int:
     store = Store(args.db, StoreConfig(lease_s=args.lease), create=False)
     if not store.db.one("SELECT name FROM users LIMIT 1"):
         print("no accounts yet: add one with `moderation review user add NAME --role lead`", file=sys.stderr)
-    settings = ReviewSettings(secure_cookies=args.secure_cookies, forwarded_allow_ips=args.forwarded_allow_ips)
+    settings = from_args(ReviewSettings, args, WEB_FLAGS)
     print(f"review app on http://{args.host}:{args.port}/ (store {args.db})")
     # The app reads the proxy headers itself (from --forwarded-allow-ips), so uvicorn must not.
     uvicorn.run(create_app(store, settings), host=args.host, port=args.port, log_level="warning", proxy_headers=False)
