@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from moderation.backends.base import BackendConfig
+from moderation.batch import RunOptions
 from moderation.errors import ConfigError
 from moderation.schema import RATIONALE_MAX_CHARS
 from moderation.settings import add_fields, from_args
@@ -21,6 +22,12 @@ from moderation.settings import add_fields, from_args
 # BackendConfig fields that are flags of the same name (default and help written once, on the field)
 ENGINE_FLAGS = ["dtype", "gpu_memory_utilization", "enforce_eager", "max_model_len", "block_size", "max_num_seqs",
                 "max_num_batched_tokens", "kv_cache_gib", "chunked_prefill", "base_url", "concurrency"]
+
+
+def _batch_field(name: str):
+    """A RunOptions field (moderation.batch) as a run setting: its default and help are written there."""
+    source = next(f for f in dataclasses.fields(RunOptions) if f.name == name)
+    return field(default=source.default, metadata=source.metadata)
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class RunSettings:
     heads: str | None = field(default=None, metadata={"metavar": "DIR", "help": (
         "policy heads to score with instead of the model's own (a folder written by "
         "`python finetune/fit_heads.py --out DIR`, for example refitted on case checks)")})
-    chunk_size: int = field(default=64, metadata={"help": "items per model call and per checkpoint"})
+    chunk_size: int = _batch_field("chunk_size")
     max_attempts: int = field(default=2, metadata={"help": "tries per item before an error record"})
     rationale_chars: int = field(default=RATIONALE_MAX_CHARS, metadata={
         "help": f"the rationale's length budget in characters, at most {RATIONALE_MAX_CHARS}"})
@@ -58,7 +65,7 @@ class RunSettings:
     verdict_cache: str | None = field(default=None, metadata={"metavar": "PATH", "help": (
         "persistent SQLite verdict cache shared across runs, keyed by content, model, adapter, prompt and policy: "
         "repeated items skip the LLM")})
-    error_budget: float = field(default=0.5, metadata={"help": "stop when more than this share of rows are errors"})
+    error_budget: float = _batch_field("error_budget")
     backend_config: BackendConfig = field(default_factory=BackendConfig, metadata={
         "help": "The engine's settings (--max-tokens and ENGINE_FLAGS); its model and batch size are the run's own."})
 
@@ -102,8 +109,6 @@ def add_stage_args(p) -> None:
 
 
 def run_options(settings: RunSettings):
-    from moderation.batch import RunOptions
-
     # thresholds: the moderator's (ChunkModerator flags at them), so the file is read once
     return RunOptions(chunk_size=settings.chunk_size, error_budget=settings.error_budget)
 
