@@ -39,12 +39,12 @@ from moderation.errors import ConfigError, InputError, VerdictError
 from moderation.items import Item, ReadLimits, RowError, build_item
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
+from moderation.review.verdicts import REVIEW_DECISIONS, REVIEWER_RATIONALE
 from moderation.rules import rule_matches
 from moderation.schema import SEVERITIES, evidence_candidates, parse_verdict
 
 logger = logging.getLogger(__name__)
 
-REVIEW_DECISIONS = ("accept", "correct", "skip", "escalate")
 ALLOW_RATIONALE = "No policy is broken."
 
 
@@ -141,9 +141,20 @@ def _rationale(li: LabelledItem, policy: Policy, violations: list[str]) -> str:
     # Only the project's own set has written rationales; the public sets' are label names.
     if li.source in OWN_SETS and li.rationale:
         return li.rationale if len(li.rationale) <= 100 else textwrap.shorten(li.rationale, 100, placeholder="...")
+    return policy_rationale(policy, violations)
+
+
+def policy_rationale(policy: Policy, violations: list[str]) -> str:
+    """The rationale a verdict gets from its policies alone: ALLOW_RATIONALE, or "Breaks <titles>."."""
     if not violations:
         return ALLOW_RATIONALE
     return "Breaks " + ", ".join(policy.entry(p).title.lower() for p in violations)[:90] + "."
+
+
+def plain(verdict_text: str, policy: Policy) -> str:
+    """A verdict (compact JSON) with its rationale made from its policies (policy_rationale)."""
+    verdict = json.loads(verdict_text)
+    return verdict_json({**verdict, "rationale": policy_rationale(policy, [v["policy"] for v in verdict["violations"]])})
 
 
 def gold_verdict(li: LabelledItem, policy: Policy) -> dict[str, Any] | None:
@@ -227,8 +238,14 @@ def _valid(verdict: dict | None, item: Item) -> str | None:
         return None
 
 
-def check_rows(check: ReviewedCase, prompt: list[dict]) -> tuple[dict | None, dict | None, dict | None, str | None]:
-    """(sft row, preference pair, kto row, reason dropped) for one case check."""
+def check_rows(check: ReviewedCase, prompt: list[dict], policy: Policy) -> tuple[dict | None, dict | None, dict | None, str | None]:
+    """(sft row, preference pair, kto row, reason dropped) for one case check.
+
+    A correction without a rationale of the reviewer's own (the store's REVIEWER_RATIONALE) gets one
+    made from its policies. In a preference pair both sides get rationales made from their policies,
+    so the pair differs only in what the reviewer changed: a reward model cannot tell the reviewer's
+    verdict by its wording (with the placeholder on every chosen side it learned exactly that).
+    """
     if check.decision in ("skip", "escalate"):
         return None, None, None, None
     model = _valid(check.model_verdict, check.item)
@@ -240,9 +257,12 @@ def check_rows(check: ReviewedCase, prompt: list[dict]) -> tuple[dict | None, di
     reviewer = _valid(check.reviewer_verdict, check.item)
     if reviewer is None:
         return None, None, None, "reviewer verdict invalid"
+    if json.loads(reviewer)["rationale"] == REVIEWER_RATIONALE:
+        reviewer = plain(reviewer, policy)
     pair = kto = None
-    if model is not None and model != reviewer:
-        pair = {"prompt": prompt, "chosen": _assistant(reviewer), "rejected": _assistant(model), "source": "case_check"}
+    if model is not None and plain(model, policy) != plain(reviewer, policy):
+        pair = {"prompt": prompt, "chosen": _assistant(plain(reviewer, policy)), "rejected": _assistant(plain(model, policy)),
+                "source": "case_check"}
         kto = {"prompt": prompt, "completion": _assistant(model), "label": False, "source": "case_check"}
     return _sft(prompt, reviewer, "case_check"), pair, kto, None
 
@@ -375,7 +395,7 @@ class Curator:
             self.out.checks[check.decision] += 1
             if check.decision in ("skip", "escalate") or not self.admit(check.item, f"check/{check.check_id}"):
                 continue
-            sft, pair, kto, reason = check_rows(check, self.template.messages(check.item, self.policy))
+            sft, pair, kto, reason = check_rows(check, self.template.messages(check.item, self.policy), self.policy)
             if reason:
                 self.out.dropped[reason] += 1
             for rows, row in ((self.out.sft, sft), (self.out.preference, pair), (self.out.kto, kto)):

@@ -14,6 +14,7 @@ from moderation.curate import (
     choose_evidence,
     curate,
     gold_verdict,
+    policy_rationale,
     read_case_checks,
     split_held_out,
     verdict_json,
@@ -67,16 +68,29 @@ def test_case_checks_give_the_documented_rows(tmp_path, policy):
                 {**REVIEWER["violations"][0], "evidence": "not in the item"}]})]
     checks = list(read_case_checks(write_checks(tmp_path / "checks.jsonl", rows)))
     prompt = SHORT.messages(checks[0].item, policy)
-    sft, pair, kto, reason = check_rows(checks[0], prompt)
+    sft, pair, kto, reason = check_rows(checks[0], prompt, policy)
     assert pair is None and reason is None and kto["label"] is True
     assert sft["messages"][-1] == {"role": "assistant", "content": verdict_json(MODEL)}
-    sft, pair, kto, reason = check_rows(checks[1], prompt)
-    assert json.loads(sft["messages"][-1]["content"])["decision"] == "remove"
-    assert pair["chosen"][0]["content"] == verdict_json(REVIEWER) and pair["rejected"][0]["content"] == verdict_json(MODEL)
+    sft, pair, kto, reason = check_rows(checks[1], prompt, policy)
+    assert sft["messages"][-1]["content"] == verdict_json(REVIEWER)  # the reviewer's own rationale is kept
+    # a pair differs only in what the reviewer changed: both rationales are made from the policies
+    chosen, rejected = (json.loads(pair[side][0]["content"]) for side in ("chosen", "rejected"))
+    assert chosen == {**REVIEWER, "rationale": policy_rationale(policy, ["counterfeit_ip"])}
+    assert rejected == {**MODEL, "rationale": policy_rationale(policy, [v["policy"] for v in MODEL["violations"]])}
     assert pair["prompt"] == prompt and kto["label"] is False
-    assert check_rows(checks[2], prompt) == (None, None, None, None)
-    assert check_rows(checks[3], prompt) == (None, None, None, None)
-    assert check_rows(checks[4], prompt)[3] == "reviewer verdict invalid"
+    assert check_rows(checks[2], prompt, policy) == (None, None, None, None)
+    assert check_rows(checks[3], prompt, policy) == (None, None, None, None)
+    assert check_rows(checks[4], prompt, policy)[3] == "reviewer verdict invalid"
+
+
+def test_a_correction_without_a_rationale_of_its_own_gets_one_from_its_policies(tmp_path, policy):
+    from moderation.review.verdicts import REVIEWER_RATIONALE
+
+    blank = check("b", "correct", reviewer={**REVIEWER, "rationale": REVIEWER_RATIONALE})
+    (case,) = read_case_checks(write_checks(tmp_path / "checks.jsonl", [blank]))
+    sft, pair, _, _ = check_rows(case, SHORT.messages(case.item, policy), policy)
+    assert json.loads(sft["messages"][-1]["content"])["rationale"] == policy_rationale(policy, ["counterfeit_ip"])
+    assert REVIEWER_RATIONALE not in json.dumps(pair)
 
 
 def test_malformed_case_check_lines_become_row_errors(tmp_path):

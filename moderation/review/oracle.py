@@ -4,7 +4,8 @@ It does what a reviewer's browser does: GET /login for the form's CSRF token, PO
 /queues/Q/next to claim an item, read the check page (item id, the model's decision and policies,
 the form's version and CSRF token), then POST /checks/ID with `accept`, or `correct` with the gold
 decision and policies. So a replayed review round exercises the same routes, sessions, CSRF
-checks, leases and compare-and-set saves as people do (scripts/review_loop.py).
+checks, leases and compare-and-set saves as people do (scripts/review_loop.py). Like most reviewers it
+writes no rationale of its own.
 
 `noise` makes it wrong on that share of items, to model reviewer error: it then accepts a wrong
 verdict, or corrects a right one to a wrong outcome.
@@ -154,8 +155,7 @@ class OracleReviewer:
             return {**form, "action": "accept"}
         target = self._wrong(gold) if right else gold
         self.counts["correct"] += 1
-        return {**form, "action": "correct", "decision": target.decision, "policy": sorted(target.policies),
-                "rationale": "Oracle: gold labels." if not wrong_on_purpose else "Oracle: noisy answer."}
+        return {**form, "action": "correct", "decision": target.decision, "policy": sorted(target.policies)}
 
     def _wrong(self, gold: Gold) -> Gold:
         if gold.policies:

@@ -15,6 +15,7 @@ from moderation.schema import DECISIONS, POLICY_IDS, evidence_candidates, verdic
 REVIEW_DECISIONS = ("accept", "correct", "skip", "escalate")
 MAX_VIOLATIONS = 3
 MAX_TEXT = 100  # the schema's bound on evidence and rationale
+REVIEWER_RATIONALE = "Corrected by a reviewer."  # a correction's rationale when the reviewer gives none
 
 
 @cache
@@ -59,7 +60,7 @@ def corrected_verdict(
     by_policy = {v["policy"]: v for v in (model_verdict or {}).get("violations", [])}
     violations = [_violation(item, p, by_policy.get(p), (evidence or {}).get(p)) for p in policies]
     verdict = {"decision": decision, "violations": violations,
-               "rationale": (rationale.strip() or "Corrected by a reviewer.")[:MAX_TEXT]}
+               "rationale": (rationale.strip() or REVIEWER_RATIONALE)[:MAX_TEXT]}
     errors = sorted(_validator().iter_errors(verdict), key=str)
     if errors:
         raise InputError(f"the corrected verdict is not valid: {errors[0].message[:200]}")
