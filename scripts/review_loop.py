@@ -2,7 +2,7 @@
 
     python scripts/review_loop.py round --strategy uncertainty -n 400       # one round, end to end
     python scripts/review_loop.py curve --budgets 100,200,400,800           # the learning curve
-    python scripts/review_loop.py curve --render runs/loop/curve.json --markdown docs/review-loop.md
+    python scripts/review_loop.py render runs/loop/curve.json --markdown docs/review-loop.md   # tables, plot
 
 A round:
 1. **Pool.** Labelled items that are in no test split (`pool.jsonl`, gold in `pool.gold.jsonl`): the
@@ -433,7 +433,8 @@ def plot(data: dict, path: Path) -> None:
                     by_n.setdefault(p["n"], []).append(p["after"][key])
             ns = sorted(by_n)
             ax.plot(ns, [np.mean(by_n[n]) for n in ns], marker="o", label=strategy)
-        ax.set_xlabel("case checks in the round")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("case checks in the round (log scale)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -483,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="rounds per strategy and budget, seeds 0.. (default 1)")
     p.add_argument("--json", default=str(LOOP / "curve.json"), help="figures, kept between runs (default runs/loop/curve.json)")
     p.add_argument("--markdown", help="write the table and plot into this markdown file (e.g. docs/review-loop.md)")
+    p = sub.add_parser("render", help="write the table and plot of saved curve figures into a markdown file")
+    p.set_defaults(fn=lambda a: render(json.loads(Path(a.json).read_text()), Path(a.markdown)) or 0)
+    p.add_argument("json", help="the curve's figures (runs/loop/curve.json)")
+    p.add_argument("--markdown", required=True, help="the markdown file with the table's markers (docs/review-loop.md)")
     args = parser.parse_args(argv)
     return args.fn(args)
 
