@@ -10,11 +10,10 @@ import argparse
 import datetime
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
-
-from moderation.cli import main as moderation
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +33,7 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     eval_args = ["eval", "--sample", str(args.sample), "--out-dir", args.out_dir, *args.extra]
     started = time.perf_counter()
-    code = moderation(eval_args)
+    code = subprocess.run([sys.executable, "-m", "moderation.cli", *eval_args], cwd=ROOT).returncode  # the command, as a user runs it
     if code != 0:
         return code
     minutes = (time.perf_counter() - started) / 60

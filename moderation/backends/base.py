@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moderation.errors import ConfigError
@@ -52,10 +52,6 @@ class BackendConfig:
             raise ConfigError(f"BackendConfig.adapters: two adapters share a name in {names}")
         if self.timeout_s <= 0:
             raise ConfigError(f"BackendConfig.timeout_s must be positive, got {self.timeout_s!r}")
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
 @dataclass(frozen=True)
