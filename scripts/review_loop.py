@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -310,6 +311,7 @@ def cmd_round(args) -> int:
               "control": figures(control), "after": figures(tests.labels(heads, shipped), control, args.bootstrap)}
     if args.full_eval:
         before = evaluate_marketplace(LOOP / "eval-control", control_heads())
+        shutil.rmtree(round_dir / "eval", ignore_errors=True)  # a rerun's heads are new: its old run file is stale
         after = evaluate_marketplace(round_dir / "eval", heads)
         result["eval_compare"] = {k: v for k, v in compare(before, after, round_dir / "compare.json").items() if k != "flipped"}
     if args.reward:
