@@ -268,12 +268,32 @@ def figures(labels: dict, control: dict | None = None, n_boot: int = 1000) -> di
     return out
 
 
-def evaluate_marketplace(out_dir: Path, heads: Path | None) -> Path:
+def evaluate_marketplace(out_dir: Path, heads: Path | None, *flags: str) -> Path:
     """`moderation eval --systems llm` on the marketplace test split (score first, as shipped, with
-    `--heads` if given): its run file."""
+    `--heads` if given, and any other `flags`): its run file."""
     moderation("eval", "--sets", "marketplace", "--systems", "llm", "--out-dir", str(out_dir),
-               *(["--heads", str(heads)] if heads else []), "--no-progress", quiet=True)
+               *(["--heads", str(heads)] if heads else []), *flags, "--no-progress", quiet=True)
     return out_dir / "runs" / "marketplace.jsonl"
+
+
+FULL_GENERATION = ("--thresholds", "none", "--no-scores")  # every verdict written by the adapter, no heads
+
+
+def sft_adapter(round_dir: Path, checks: Path, epochs: float) -> dict:
+    """SFT continued from the shipped default on the round's accepted and corrected rows alone (the
+    CPU recipe, finetune/lean_sft.py: bfloat16, length-grouped batches, resumable), measured where
+    the adapter decides: full generation on the marketplace test split, with and without it."""
+    data, out = round_dir / "curated-checks", round_dir / "sft"
+    moderation("curate", "-o", str(data), "--case-checks", str(checks), "--sets", "none", quiet=True)
+    started = time.perf_counter()
+    script("lean_sft.py", "--config", "finetune/configs/lean_sft_smollm2_cpu.yaml", "--model", "default", "--dataset",
+           str(data / "sft"), "--output_dir", str(out), "--epochs", str(epochs), "--held_out", "32", "--warmup_steps", "5")
+    train_s = time.perf_counter() - started
+    before = evaluate_marketplace(LOOP / "eval-full-generation", None, *FULL_GENERATION)
+    shutil.rmtree(round_dir / "eval-sft", ignore_errors=True)
+    after = evaluate_marketplace(round_dir / "eval-sft", None, *FULL_GENERATION, "--adapter", str(out / "adapter"))
+    result = compare(before, after, round_dir / "compare-sft.json")
+    return {"train_s": round(train_s, 1), **{k: v for k, v in result.items() if k != "flipped"}}
 
 
 def compare(before: Path, after: Path, out: Path) -> dict:
@@ -314,6 +334,8 @@ def cmd_round(args) -> int:
         shutil.rmtree(round_dir / "eval", ignore_errors=True)  # a rerun's heads are new: its old run file is stale
         after = evaluate_marketplace(round_dir / "eval", heads)
         result["eval_compare"] = {k: v for k, v in compare(before, after, round_dir / "compare.json").items() if k != "flipped"}
+    if args.sft_epochs:
+        result["sft"] = sft_adapter(round_dir, checks, args.sft_epochs)
     if args.reward:
         result["reward"] = reward_model(round_dir, args.reward_epochs,
                                         round_dir / "eval" / "runs" / "marketplace.jsonl" if args.full_eval else None)
@@ -479,7 +501,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run `moderation eval` on the marketplace test split before and after, and compare (default on)")
     p.add_argument("--reward", action="store_true", help="also train a reward model on the round's chosen/rejected pairs "
                                                         "and measure routing by reward against routing by uncertainty")
-    p.add_argument("--reward-epochs", type=float, default=2, help="reward model epochs (default 2)")
+    p.add_argument("--reward-epochs", type=float, default=1, help="reward model epochs (default 1)")
+    p.add_argument("--sft-epochs", type=float, default=0,
+                   help="also continue SFT of the default on the round's rows for this many epochs and measure it with "
+                        "full generation (default 0: off)")
     p = sub.choices["curve"]
     p.add_argument("--strategies", default="random,uncertainty", help="comma-separated (default random,uncertainty)")
     p.add_argument("--budgets", default="100,200,400,800", help="case checks per round, comma-separated")
