@@ -54,7 +54,7 @@ class CurateConfig:
 
     per_label: int = field(default=16, metadata={"help": "Public sets: train items per set and gold label (a policy or none)."})
     marketplace_per_label: int = field(default=10, metadata={"help": "Marketplace: train items per first gold policy."})
-    corpus_per_label: int = field(default=10000, metadata={"help": "Marketplace training corpus: items per first gold policy and clean items (default: all)."})
+    corpus_per_label: int = field(default=10000, metadata={"help": "Marketplace training corpus: items per first gold policy and clean items (the default takes it whole)."})
     augment_share: float = field(default=0.0, metadata={"help": "Share of the corpus's violating items that also get a prompt-injection copy (phone numbers are also obfuscated in a copy when > 0)."})
     allow_per_set: int = field(default=16, metadata={"help": "Items with no violation (allow) per set."})
     max_item_chars: int = field(default=1200, metadata={"help": "Skip labelled items whose text is longer (short prompts)."})
