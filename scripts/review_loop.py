@@ -396,7 +396,7 @@ def cmd_curve(args) -> int:
             for seed in range(args.seeds):
                 if (strategy, n, seed) in done:
                     continue
-                round_dir = LOOP / "curve" / f"{strategy}-n{n}-s{seed}"
+                round_dir = LOOP / "curve" / (f"{strategy}-n{n}-s{seed}" + (f"-noise{args.noise:g}" if args.noise else ""))
                 round_dir.mkdir(parents=True, exist_ok=True)
                 checks, review = review_round(round_dir, run_file, dump, gold, strategy, n, seed, args.noise, thresholds)
                 heads, learned = learn(round_dir, checks)
