@@ -387,9 +387,11 @@ def cmd_curve(args) -> int:
     tests = TestSplits(args.test_per_set)
     shipped = model_profile("default").thresholds
     control = tests.labels(control_heads(), shipped)
+    command = "python scripts/review_loop.py " + " ".join(sys.argv[1:])
+    commands = data.get("meta", {}).get("commands") or [c for c in [data.get("meta", {}).get("command")] if c]
     data.update(control=figures(control), shipped=figures(tests.labels(DEFAULT_ADAPTER, shipped), control, args.bootstrap),
                 meta={"pool": _count_lines(dump), "test_items": {k: len(v) for k, v in tests.sets.items()},
-                      "noise": args.noise, "command": "python scripts/review_loop.py " + " ".join(sys.argv[1:])})
+                      "noise": args.noise, "commands": list(dict.fromkeys([*commands, command]))})
     done = {(p["strategy"], p["n"], p["seed"]) for p in data["points"]}
     for strategy in args.strategies.split(","):
         for n in (int(b) for b in args.budgets.split(",")):
@@ -471,7 +473,8 @@ def render(data: dict, markdown: Path) -> None:
     """Write the plot beside `markdown` and splice the table and the command between its markers."""
     image = markdown.with_suffix(".png")
     plot(data, image)
-    block = "\n".join([BEGIN, f"Made by `{data['meta']['command']}` on {time.strftime('%Y-%m-%d', time.gmtime())}.", "",
+    made = " then ".join(f"`{c}`" for c in data["meta"].get("commands") or [data["meta"]["command"]])
+    block = "\n".join([BEGIN, f"Made by {made}, on {time.strftime('%Y-%m-%d', time.gmtime())}.", "",
                        table(data), "", f"![learning curve]({image.name})", END])
     text = markdown.read_text() if markdown.is_file() else f"# Review loop\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
