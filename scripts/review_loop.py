@@ -16,14 +16,17 @@ A round:
 4. **Learn.** `moderation curate` builds the shipped default's training rows plus the round's case
    checks (reviewers' rows win over sampled copies); `finetune/fit_heads.py` refits the policy heads
    on them (hidden states of rows seen before come from the feature cache). With `--reward`, a reward
-   model is trained on the round's real chosen/rejected pairs (`finetune/reward.py`).
+   model is trained on the round's real chosen/rejected pairs (`finetune/reward.py`) and routing by
+   reward is compared with routing by uncertainty; with `--sft-epochs E`, SFT continues from the
+   default on the round's rows alone (`finetune/lean_sft.py`), measured with full generation.
 5. **Measure.** `moderation eval --systems llm` on the marketplace test split before and after
    (`--heads`), and `moderation eval compare` (paired bootstrap, McNemar).
 
 The score-first default takes its decision and policies from the heads (the adapter only writes the
 evidence and rationale of flagged items), so refitting the heads is what changes its accuracy.
 `curve` repeats steps 3-4 for each strategy and budget and measures step 5 with the heads alone on
-cached hidden states of the test splits, which gives the decisions and policies score first gives.
+cached hidden states of the test splits, which gives the decisions and policies score first gives
+(up to bfloat16 noise in the hidden states: 1 of 198 marketplace items differed in one round).
 """
 
 from __future__ import annotations
