@@ -486,6 +486,16 @@ def render(data: dict, markdown: Path) -> None:
     markdown.write_text(head + block + rest.split(END, 1)[1])
 
 
+def cmd_render(args) -> int:
+    """Re-make the table and plot from saved curve figures."""
+    try:
+        data = json.loads(Path(args.json).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"cannot read the curve's figures {args.json}: {exc}") from None
+    render(data, Path(args.markdown))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -518,10 +528,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(LOOP / "curve.json"), help="figures, kept between runs (default runs/loop/curve.json)")
     p.add_argument("--markdown", help="write the table and plot into this markdown file (e.g. docs/review-loop.md)")
     p = sub.add_parser("render", help="write the table and plot of saved curve figures into a markdown file")
-    p.set_defaults(fn=lambda a: render(json.loads(Path(a.json).read_text()), Path(a.markdown)) or 0)
+    p.set_defaults(fn=cmd_render)
     p.add_argument("json", help="the curve's figures (runs/loop/curve.json)")
     p.add_argument("--markdown", required=True, help="the markdown file with the table's markers (docs/review-loop.md)")
     args = parser.parse_args(argv)
+    if not 0 <= getattr(args, "noise", 0) <= 1:
+        parser.error(f"--noise must be within [0, 1], got {args.noise}")  # before an hour of pool run, not after
+    budgets = str(args.n) if args.command == "round" else getattr(args, "budgets", "1")
+    if not all(b.strip().isdigit() and int(b) >= 1 for b in budgets.split(",")):
+        parser.error(f"case checks per round must be whole numbers of at least 1, got {budgets!r}")
     return args.fn(args)
 
 

@@ -71,3 +71,41 @@ def test_the_check_page_parser_reads_an_escaped_id(store):
     reviewer = oracle(store, {"a&b <c>": REPLICA})
     assert reviewer.review("odd") == {"accept": 1}
     assert store.checks("odd")[0].review_decision == "accept"
+
+
+def load_script():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("review_loop", ROOT / "scripts" / "review_loop.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_the_loop_refuses_bad_settings_before_any_work():
+    script = load_script()
+    for argv in (["round", "--noise", "1.5"], ["round", "-n", "0"], ["curve", "--budgets", "100,x"]):
+        with pytest.raises(SystemExit) as stopped:
+            script.main(argv)
+        assert stopped.value.code == 2
+    with pytest.raises(SystemExit, match="cannot read the curve's figures"):
+        script.main(["render", "/nonexistent/curve.json", "--markdown", "/nonexistent/x.md"])
+
+
+def test_the_curve_renders_its_table_and_plot_between_the_markers(tmp_path):
+    script = load_script()
+    fig = {"marketplace_macro_f1": 0.6, "marketplace_clean_fpr": 0.1, "public_macro_f1": 0.7,
+           "marketplace_diff": [0.04, 0.01, 0.08], "marketplace_mcnemar": {"p_value": 0.03}}
+    data = {"control": {"marketplace_macro_f1": 0.56, "marketplace_clean_fpr": 0.18, "public_macro_f1": 0.68},
+            "meta": {"commands": ["python scripts/review_loop.py curve"]},
+            "points": [{"strategy": s, "n": n, "seed": 0, "review": {"actions": {"correct": n // 4}}, "after": fig}
+                       for s in ("random", "uncertainty") for n in (100, 200)]}
+    doc = tmp_path / "loop.md"
+    doc.write_text(f"# Loop\n\nbefore\n{script.BEGIN}\nold table\n{script.END}\nafter\n")
+    script.render(data, doc)
+    text = doc.read_text()
+    assert "old table" not in text and text.startswith("# Loop\n\nbefore\n") and text.endswith("after\n")
+    assert "| uncertainty (seed 0) | 200 | 50 | 0.600 | +0.040 [+0.010, +0.080] | 0.03 |" in text
+    assert "`python scripts/review_loop.py curve`" in text and (tmp_path / "loop.png").stat().st_size > 1000
