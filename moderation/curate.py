@@ -260,9 +260,9 @@ def check_rows(check: ReviewedCase, prompt: list[dict], policy: Policy) -> tuple
     if json.loads(reviewer)["rationale"] == REVIEWER_RATIONALE:
         reviewer = plain(reviewer, policy)
     pair = kto = None
-    if model is not None and plain(model, policy) != plain(reviewer, policy):
-        pair = {"prompt": prompt, "chosen": _assistant(plain(reviewer, policy)), "rejected": _assistant(plain(model, policy)),
-                "source": "case_check"}
+    chosen, rejected = plain(reviewer, policy), plain(model, policy) if model is not None else None
+    if rejected is not None and rejected != chosen:
+        pair = {"prompt": prompt, "chosen": _assistant(chosen), "rejected": _assistant(rejected), "source": "case_check"}
         kto = {"prompt": prompt, "completion": _assistant(model), "label": False, "source": "case_check"}
     return _sft(prompt, reviewer, "case_check"), pair, kto, None
 

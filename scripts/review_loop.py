@@ -90,23 +90,32 @@ def build_pool(out: Path, per_public: int, corpus_n: int, seed: int) -> tuple[Pa
         labels.append(json.dumps({"id": li.item.id, "set": li.source, "split": li.split, "decision": verdict["decision"],
                                   "policies": sorted(v["policy"] for v in verdict["violations"])}))
     for path, lines in ((dump, rows), (gold, labels)):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        _write_atomically(path, "\n".join(lines) + "\n")
     print(f"pool: {len(rows)} items -> {dump}", file=sys.stderr)
     return dump, gold
 
 
-def moderation(*args: str, env: dict | None = None, quiet: bool = False) -> None:
-    """Run one `moderation` command; stop the loop if it fails."""
-    cmd = [sys.executable, "-m", "moderation.cli", *args]
-    print("$ moderation " + " ".join(args), file=sys.stderr)
+def _call(shown: list[str], cmd: list[str], env: dict | None = None, stdout=None) -> str | None:
+    """Run one command as the loop's step (printed as `shown`, with its time); stop the loop if it fails."""
+    print("$ " + " ".join(shown), file=sys.stderr)
     started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL if quiet else None)
+    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=stdout, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"`moderation {args[0]}` failed with exit code {result.returncode}")
+        raise SystemExit(f"`{' '.join(shown[:2])}` failed with exit code {result.returncode}")
     print(f"  ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return result.stdout
+
+
+def moderation(*args: str, env: dict | None = None, quiet: bool = False) -> None:
+    """Run one `moderation` command."""
+    _call(["moderation", *args], [sys.executable, "-m", "moderation.cli", *args], env,
+          subprocess.DEVNULL if quiet else None)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # whole or not at all: a killed loop leaves no torn file
 
 
 def run_pool(out: Path, dump: Path) -> Path:
@@ -349,12 +358,8 @@ def cmd_round(args) -> int:
 
 def script(name: str, *args: str) -> str:
     """Run one finetune/ script; its standard output."""
-    cmd = [sys.executable, str(ROOT / "finetune" / name), *args]
-    print("$ python finetune/" + " ".join([name, *args]), file=sys.stderr)
-    result = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"finetune/{name} failed with exit code {result.returncode}")
-    return result.stdout
+    return _call(["python", f"finetune/{name}", *args], [sys.executable, str(ROOT / "finetune" / name), *args],
+                 stdout=subprocess.PIPE)
 
 
 def reward_model(round_dir: Path, epochs: float, run_file: Path | None) -> dict:
@@ -422,9 +427,7 @@ def _count_lines(path: Path) -> int:
 
 def _save(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    _write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 BEGIN, END = "<!-- review-loop:begin -->", "<!-- review-loop:end -->"

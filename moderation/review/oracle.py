@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -99,10 +98,12 @@ def parse_check_page(text: str) -> CheckPage:
 
 
 def csrf_of(text: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', text)
-    if not match:
+    """The CSRF token of any page's form."""
+    parser = _PageParser()
+    parser.feed(text)
+    if not parser.inputs.get("csrf_token"):
         raise InputError("no CSRF token on the page")
-    return match.group(1)
+    return parser.inputs["csrf_token"]
 
 
 class OracleReviewer:
