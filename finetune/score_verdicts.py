@@ -106,10 +106,10 @@ def _items(args) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from moderation.batch import read_output
     from moderation.curate import verdict_json
     from moderation.policy import load_policy
     from moderation.prompts import load_template
+    from moderation.runfile import read_output
 
     policy, template = load_policy(args.policy), load_template(args.prompt)
     items, gold = _items(args)

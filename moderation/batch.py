@@ -24,7 +24,6 @@ from moderation.runfile import (
     SOURCE_KEYS,
     OutputFile,
     RunRecord,
-    read_output,  # noqa: F401  (re-exported: finetune/score_verdicts.py and tests read run files through batch)
     read_records,
 )
 from moderation.schema import RATIONALE_MAX_CHARS

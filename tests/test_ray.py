@@ -14,8 +14,8 @@ import time
 import pytest
 from conftest import DEMO, ROOT, listing, write_jsonl
 
-from moderation.batch import read_output
 from moderation.cli import main
+from moderation.runfile import read_output
 
 ray = pytest.importorskip("ray")
 from moderation.distributed import ShardDir, read_ray_output  # noqa: E402
