@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from finetune.common import load_curated, resolve  # noqa: E402
+from finetune.common import load_curated, record_taxonomy, resolve  # noqa: E402
 
 
 def main(script_args, training_args, model_args):
@@ -34,6 +34,7 @@ def main(script_args, training_args, model_args):
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    record_taxonomy(script_args.dataset_name, training_args.output_dir)
     trainer.log({"train_wall_s": round(time.perf_counter() - started, 1)})
     return trainer
 

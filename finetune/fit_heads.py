@@ -25,13 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
+from finetune.common import dataset_taxonomy  # noqa: E402
 from moderation.heads import FEATURES_VERSION, LAYERS, C, HiddenFeatures, PolicyHeads, save_heads, user_text  # noqa: E402
 from moderation.metrics import label_matrix  # noqa: E402
 from moderation.model import DEFAULT_ADAPTER, resolve_model  # noqa: E402
-from moderation.schema import POLICY_IDS  # noqa: E402
 
 
-def read_rows(dataset: Path) -> tuple[list[str], np.ndarray, str]:
+def read_rows(dataset: Path, policy_ids: tuple[str, ...]) -> tuple[list[str], np.ndarray, str]:
     """(user texts, (rows x policies) gold labels, hash of the file) of a curate sft/train.jsonl."""
     path = dataset / "train.jsonl"
     if not path.is_file():
@@ -43,7 +43,7 @@ def read_rows(dataset: Path) -> tuple[list[str], np.ndarray, str]:
         texts.append(user_text(row["messages"]))
         verdict = json.loads(row["messages"][-1]["content"])
         labels.append({v["policy"] for v in verdict["violations"]})
-    return texts, label_matrix(labels), hashlib.sha256(raw).hexdigest()
+    return texts, label_matrix(labels, policy_ids), hashlib.sha256(raw).hexdigest()
 
 
 class FeatureCache:
@@ -107,24 +107,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-features", type=int, default=50_000, help="TF-IDF vocabulary size, at most")
     parser.add_argument("--cache", default="runs/heads-cache", help="feature cache folder")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--policy", help="policy file whose taxonomy the heads score (default: the data set's taxonomy.json, "
+                                         "else prompts/policy.yaml)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     layers = tuple(int(x) for x in args.layers.split(","))
-    texts, y, data_sha = read_rows(Path(args.dataset))
+    policy_ids = taxonomy(args)
+    texts, y, data_sha = read_rows(Path(args.dataset), policy_ids)
     model = resolve_model(args.model)
     x, speed = FeatureCache(Path(args.cache), model, layers)(texts)
     started = time.perf_counter()
     heads = PolicyHeads.fit(x, y, c=args.c)
-    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=args.max_features).fit_texts(texts, y))
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(policy_ids, max_features=args.max_features).fit_texts(texts, y))
     card = {"format": "moderation-heads/1", "model": args.model, "layers": list(layers), "c": args.c,
-            "max_features": args.max_features, "rows": len(texts), "positives": dict(zip(POLICY_IDS, y.sum(0).astype(int).tolist())),
+            "max_features": args.max_features, "rows": len(texts), "positives": dict(zip(policy_ids, y.sum(0).astype(int).tolist())),
             "dataset_sha256": data_sha, "fit_s": round(time.perf_counter() - started, 1), **speed,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["python finetune/fit_heads.py", *(argv if argv is not None else sys.argv[1:])])}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    sha = save_heads(args.out, heads, lexical, card)
+    sha = save_heads(args.out, heads, lexical, card, policy_ids)
     print(json.dumps({**card, "sha256": sha}, indent=2))
     return 0
+
+
+def taxonomy(args) -> tuple[str, ...]:
+    """The policy ids the heads score: --policy's, else the curated data set's, else the shipped policy file's."""
+    from moderation.policy import load_policy
+
+    ids = load_policy(args.policy).ids if args.policy else dataset_taxonomy(args.dataset) or load_policy().ids
+    curated = dataset_taxonomy(args.dataset)
+    if curated is not None and curated != ids:
+        raise SystemExit(f"{args.dataset} was curated for policies {list(curated)}, not {list(ids)} (--policy)")
+    return ids
 
 
 if __name__ == "__main__":

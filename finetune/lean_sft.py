@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from finetune.common import load_curated, resolve  # noqa: E402
+from finetune.common import load_curated, record_taxonomy, resolve  # noqa: E402
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -330,6 +330,7 @@ def train(config: LeanSFTConfig) -> dict:
     save_checkpoint(out, model, optimizer, len(steps), stats)
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir)
+    record_taxonomy(config.dataset, adapter_dir)
     held_loss, held_decision = held_out_loss(model, held_encoded, config, pad_id)
     summary = {
         "base_model": str(model_path), "rows": len(encoded), "rows_skipped_too_long": skipped, "steps": len(steps),

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from finetune.common import resolve  # noqa: E402
+from moderation.settings import POLICY_HELP  # noqa: E402
 
 
 def load_reward_model(path: str | Path):
@@ -92,12 +93,12 @@ def effect(records: list[dict], gold: dict[str, frozenset], routed: list[bool]) 
     return summary
 
 
-def _items(args) -> tuple[dict, dict]:
+def _items(args, policy) -> tuple[dict, dict]:
     """Items by id (from a labelled set or a dump) and gold violations by id (labelled sets only)."""
     if args.set:
         from moderation.evalsets import load_set
 
-        labelled = load_set(args.set, args.split, args.data_dir)
+        labelled = load_set(args.set, args.split, args.data_dir, policy)
         return {li.item.id: li.item for li in labelled}, {li.item.id: li.gold_violations for li in labelled}
     from moderation.items import Item, read_items
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from moderation.runfile import read_output
 
     policy, template = load_policy(args.policy), load_template(args.prompt)
-    items, gold = _items(args)
+    items, gold = _items(args, policy)
     records = [r for r in read_output(Path(args.run)) if r.get("verdict") and r.get("id") in items]
     model, tokenizer = load_reward_model(args.reward_model)
     conversations = [[*template.messages(items[r["id"]], policy), {"role": "assistant", "content": verdict_json(r["verdict"])}]
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                "routed_share": round(sum(routed) / len(routed), 4) if routed else 0.0}
     if gold:
         summary["effect"] = effect(records, gold, routed)
-        thresholds = _thresholds(args.thresholds)
+        thresholds = _thresholds(args.thresholds, policy)
         if thresholds and all(r.get("scores") for r in records):  # the same share, routed by the classifier's doubt
             by_doubt, _ = route(uncertainty(records, thresholds), sum(routed) / len(routed), None)
             summary["effect_routing_by_uncertainty"] = effect(records, gold, by_doubt)
@@ -135,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _thresholds(spec: str) -> dict[str, float] | None:
+def _thresholds(spec: str, policy) -> dict[str, float] | None:
     if spec == "none":
         return None
+    from moderation.scoring import check_thresholds, load_thresholds
+
     if spec == "default":
         from moderation.model import model_profile
 
-        return model_profile("default").thresholds
-    from moderation.scoring import load_thresholds
-
-    return load_thresholds(spec)
+        return check_thresholds(model_profile("default").thresholds, "the default model's thresholds", policy)
+    return load_thresholds(spec, policy)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="the labelled set's split (default test)")
     p.add_argument("--data-dir", help="public data sets directory")
     p.add_argument("--prompt", default="prompts/moderate.short.v1.txt", help="the template the verdicts were made with")
-    p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
+    p.add_argument("--policy", help=POLICY_HELP)
     p.add_argument("--route-share", type=float, default=0.2, help="route this lowest-reward share to review (default 0.2)")
     p.add_argument("--cut", type=float, help="route every verdict with reward <= CUT instead of a share")
     p.add_argument("--thresholds", default="default",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from finetune.common import load_curated, resolve, to_prompt_completion  # noqa: E402
+from finetune.common import load_curated, record_taxonomy, resolve, to_prompt_completion  # noqa: E402
 
 
 def main(script_args, training_args, model_args):
@@ -36,6 +36,7 @@ def main(script_args, training_args, model_args):
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     elapsed = time.perf_counter() - started
     trainer.save_model(training_args.output_dir)
+    record_taxonomy(script_args.dataset_name, training_args.output_dir)
     tokens = trainer.state.num_input_tokens_seen or 0
     trainer.log({"train_wall_s": round(elapsed, 1), "train_tokens": tokens,
                  "train_tokens_per_s": round(tokens / elapsed, 1) if elapsed else 0.0})

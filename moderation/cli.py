@@ -35,7 +35,7 @@ from moderation.factory import (
 from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
 from moderation.screen_cli import add_screen_parser, cmd_screen
-from moderation.settings import DATA_DIR_HELP, add_fields, from_args
+from moderation.settings import DATA_DIR_HELP, POLICY_HELP, add_fields, from_args
 
 logger = logging.getLogger("moderation")
 COLUMNS_HELP = ("column mapping: 'field=column,kind.field=column,...' (kind.field for one kind only, e.g. "
@@ -91,6 +91,7 @@ def _add_eval(sub) -> None:
     c.add_argument("--set", required=True, help="the labelled set the runs covered")
     c.add_argument("--split", default="test", help="its split (default test)")
     c.add_argument("--data-dir", help=DATA_DIR_HELP)
+    c.add_argument("--policy", help=POLICY_HELP)
     c.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
     c.add_argument("--json", help="also write the comparison, with the flipped items, to this JSON file")
 

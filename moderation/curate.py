@@ -46,6 +46,7 @@ from moderation.schema import SEVERITIES, evidence_candidates, parse_verdict
 logger = logging.getLogger(__name__)
 
 ALLOW_RATIONALE = "No policy is broken."
+TAXONOMY_FILE = "taxonomy.json"  # beside sft/, preference/, kto/: the policy ids the rows' verdicts use
 
 
 @dataclass(frozen=True)
@@ -228,12 +229,12 @@ def _case_check(line: str, n: int) -> ReviewedCase | RowError:
         return RowError(n, None, f"not a case check: {type(exc).__name__}: {exc}")
 
 
-def _valid(verdict: dict | None, item: Item) -> str | None:
-    """The verdict as training JSON if it passes the project's verdict checks, else None."""
+def _valid(verdict: dict | None, item: Item, policy: Policy) -> str | None:
+    """The verdict as training JSON if it passes the verdict checks of the policy file's taxonomy, else None."""
     if verdict is None:
         return None
     try:
-        return verdict_json(parse_verdict(json.dumps(verdict), item.text()))
+        return verdict_json(parse_verdict(json.dumps(verdict), item.text(), policy.ids))
     except (VerdictError, KeyError, TypeError):
         return None
 
@@ -248,13 +249,17 @@ def check_rows(check: ReviewedCase, prompt: list[dict], policy: Policy) -> tuple
     """
     if check.decision in ("skip", "escalate"):
         return None, None, None, None
-    model = _valid(check.model_verdict, check.item)
+    named = {v.get("policy") for verdict in (check.model_verdict, check.reviewer_verdict) if isinstance(verdict, dict)
+             for v in verdict.get("violations") or [] if isinstance(v, dict)}
+    if not named <= set(policy.ids):
+        return None, None, None, "case check of another taxonomy"
+    model = _valid(check.model_verdict, check.item, policy)
     if check.decision == "accept":
         if model is None:
             return None, None, None, "accepted verdict invalid"
         return (_sft(prompt, model, "case_check"), None,
                 {"prompt": prompt, "completion": _assistant(model), "label": True, "source": "case_check"}, None)
-    reviewer = _valid(check.reviewer_verdict, check.item)
+    reviewer = _valid(check.reviewer_verdict, check.item, policy)
     if reviewer is None:
         return None, None, None, "reviewer verdict invalid"
     if json.loads(reviewer)["rationale"] == REVIEWER_RATIONALE:
@@ -371,14 +376,14 @@ class Curator:
 
     def _labelled_row(self, name: str, li: LabelledItem) -> dict | None:
         verdict = gold_verdict(li, self.policy)
-        text = _valid(verdict, li.item)
+        text = _valid(verdict, li.item, self.policy)
         if text is None:
             self.out.dropped["gold verdict not expressible (nothing to quote)"] += 1
             return None
         return _sft(self.template.messages(li.item, self.policy), text, name)
 
     def _add_synthetic_pair(self, name: str, li: LabelledItem, row: dict) -> bool:
-        wrong = _valid(wrong_verdict(li, self.policy, self.rng), li.item)
+        wrong = _valid(wrong_verdict(li, self.policy, self.rng), li.item, self.policy)
         if wrong is None:
             return False
         chosen = row["messages"][-1:]
@@ -450,7 +455,7 @@ def class_balance(rows: list[dict]) -> dict[str, Counter]:
 
 def write_datasets(curated: Curated, out_dir: str | Path, config: CurateConfig, meta: dict) -> dict[str, Path]:
     """sft/, preference/ and kto/ folders of JSONL splits (load with `datasets.load_dataset(folder)`),
-    a leakage report and a dataset card (README.md)."""
+    a leakage report, the taxonomy the rows are in (taxonomy.json) and a dataset card (README.md)."""
     from datasets import Dataset
 
     out = Path(out_dir)
@@ -466,6 +471,8 @@ def write_datasets(curated: Curated, out_dir: str | Path, config: CurateConfig, 
                 Dataset.from_list(split_rows).to_json(folder / f"{split}.jsonl", force_ascii=False)
         written[name] = folder
     (out / "leaks.json").write_text(json.dumps(curated.leaks, indent=1) + "\n")
+    taxonomy = {k: meta[k] for k in ("policies", "schema_id", "policy_version", "policy_sha") if k in meta}
+    (out / TAXONOMY_FILE).write_text(json.dumps(taxonomy, indent=1) + "\n")  # the trainers copy it to the adapter
     (out / "README.md").write_text(dataset_card(curated, config, meta) + "\n")
     return written
 

@@ -6,7 +6,7 @@ import datetime
 import sys
 
 from moderation.curate import CurateConfig, class_balance, curate, write_datasets
-from moderation.settings import DATA_DIR_HELP, add_fields, from_args
+from moderation.settings import DATA_DIR_HELP, POLICY_HELP, add_fields, from_args
 
 
 def add_curate_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_curate_parser(sub) -> None:
     p.add_argument("--test-sets", help="sets whose test splits are checked for leakage (default: all)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--prompt", default="prompts/moderate.short.v1.txt", help="prompt template the rows are rendered with")
-    p.add_argument("--policy", help="policy file (default prompts/policy.yaml)")
+    p.add_argument("--policy", help=POLICY_HELP)
     add_fields(p, CurateConfig)
 
 
@@ -38,19 +38,23 @@ def _set_list(text: str | None, training: bool = False) -> list[str]:
 
 
 def cmd_curate(args) -> int:
-    from moderation.evalsets import load_set
+    from moderation.evalsets import load_set, load_sets
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
     config = from_args(CurateConfig, args)
     policy, template = load_policy(args.policy), load_template(args.prompt)
     print("loading labelled sets ...", file=sys.stderr)
-    train = {n: load_set(n, "train", args.data_dir) for n in _set_list(args.sets, training=True)}
+    train, skipped = load_sets(_set_list(args.sets, training=True), "train", args.data_dir, policy)
+    for note in skipped:
+        print(f"note: {note}", file=sys.stderr)
+    # Leak checks look at every test item, whatever its labels: the unmapped ones too.
     test = {n: load_set(n, "test", args.data_dir) for n in _set_list(args.test_sets)}
     curated = curate(train, test, args.case_checks, policy, template, config)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["moderation", *sys.argv[1:]]) if "moderation" in sys.argv[0] else None,
-            "prompt": args.prompt, "prompt_sha": template.sha, "policy_version": policy.version}
+            "prompt": args.prompt, "prompt_sha": template.sha, "policy_version": policy.version,
+            "policy_sha": policy.sha, "schema_id": policy.schema_id, "policies": list(policy.ids)}
     write_datasets(curated, args.out_dir, config, meta)
     balance = class_balance(curated.sft)
     print(f"SFT rows {len(curated.sft)}, preference pairs {len(curated.preference)}, KTO rows {len(curated.kto)}")

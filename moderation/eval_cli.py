@@ -13,7 +13,7 @@ from typing import Any
 from moderation.baselines import BASELINES
 from moderation.datasets import LabelledItem
 from moderation.errors import ConfigError
-from moderation.evalsets import load_set, parse_names, set_names
+from moderation.evalsets import load_set, load_sets, parse_names, set_names
 from moderation.evaluate import (
     evaluate_baseline,
     evaluate_llm_records,
@@ -29,7 +29,6 @@ from moderation.report import by_set, markdown
 from moderation.report_html import html_page
 from moderation.report_plots import plot_set
 from moderation.runfile import RunRecord, read_records
-from moderation.schema import POLICY_IDS
 from moderation.settings import from_args
 
 SYSTEMS = ("rules", "tfidf", "llm")
@@ -64,8 +63,8 @@ def evaluate_sets(args, build_moderator) -> int:
     out_dir = Path(args.out_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     policy = load_policy(args.policy)
-    plan = labels_plan(args, systems) if args.labels else builtin_plan(args)
-    models = _fit_baselines(systems, plan)
+    plan = labels_plan(args, systems, policy) if args.labels else builtin_plan(args, policy)
+    models = _fit_baselines(systems, plan, policy)
     moderator = build_moderator(args) if "llm" in systems else None
     results = []
     steps = [(s, system) for s in plan.scored for system in systems]
@@ -92,29 +91,40 @@ def _by_split(items: list[LabelledItem]) -> dict[str, list[LabelledItem]]:
     return out
 
 
-def builtin_plan(args) -> Plan:
-    """The built-in sets (--sets): each scored on its test split, thresholds from its dev split."""
+def builtin_plan(args, policy) -> Plan:
+    """The built-in sets (--sets), their labels mapped onto the policy's taxonomy: each scored on its test
+    split, thresholds from its dev split. A set none of whose labels maps onto the taxonomy is skipped, with a note.
+
+    Raises:
+        ConfigError: no chosen set has a label in the taxonomy.
+    """
+    from functools import partial
+
     from tqdm import tqdm
 
-    sets = parse_names(args.sets, set_names(), "sets")
-    splits = {name: _by_split(load_set(name, None, args.data_dir))  # each set read once, not once per split
-              for name in tqdm(sets, desc="loading sets", unit="set", disable=args.no_progress, file=sys.stderr)}
+    progress = partial(tqdm, desc="loading sets", unit="set", disable=args.no_progress, file=sys.stderr)
+    loaded, skipped = load_sets(parse_names(args.sets, set_names(), "sets"), None, args.data_dir, policy, progress)
+    splits = {name: _by_split(items) for name, items in loaded.items()}  # each set read once, not once per split
+    if not splits:
+        raise ConfigError(f"no chosen set has labels in {policy.describe()}: map them with `label_map` in the policy "
+                          "file, or score your own labelled file with --labels")
+    sets = list(splits)
     scored = [ScoredSet(name, splits[name]["dev"], splits[name]["test"], splits[name]["dev"]) for name in sets]
     return Plan(scored, lambda: [li for name in sets for li in splits[name]["train"]],
-                {"sets": sets, "tfidf_trained_on": f"train splits of {', '.join(sets)}"})
+                {"sets": sets, "tfidf_trained_on": f"train splits of {', '.join(sets)}", "skipped": skipped})
 
 
-def labels_plan(args, systems: list[str]) -> Plan:
+def labels_plan(args, systems: list[str], policy) -> Plan:
     """A team's labelled file (--labels) scored; TF-IDF trained on --train (else the built-in train
     splits of --sets); thresholds chosen on --dev (else the file's dev rows, else the built-in dev splits)."""
     from moderation.labels import LabelOptions, read_labelled, skipped_note
 
     options = from_args(LabelOptions, args)
-    labelled = read_labelled(args.labels, options)
+    labelled = read_labelled(args.labels, options, policy)
     test = labelled.split("test")
     if not test:
         raise ConfigError(f"{args.labels} has no test rows to score (its split column puts every row in {sorted(labelled.splits)})")
-    extra = {role: read_labelled(path, options, default_split=role) for role, path in (("train", args.train), ("dev", args.dev)) if path}
+    extra = {role: read_labelled(path, options, policy, default_split=role) for role, path in (("train", args.train), ("dev", args.dev)) if path}
     dev = _all_rows(extra["dev"]) if "dev" in extra else labelled.split("dev")
     train = _all_rows(extra["train"]) if "train" in extra else labelled.split("train")
     notes = {"labels": str(args.labels), "test_items": len(test),
@@ -123,7 +133,8 @@ def labels_plan(args, systems: list[str]) -> Plan:
              "no dev data: the LLM's own verdicts"}
     builtin = None
     if "tfidf" in systems and not (train and dev):
-        builtin = builtin_plan(args)  # the built-in sets fill in training data (and dev, if the team has none)
+        builtin = builtin_plan(args, policy)  # the built-in sets fill in training data (and dev, if the team has none)
+        notes["skipped"] += builtin.notes["skipped"]
     tfidf_dev = dev
     if not dev and builtin is not None:
         tfidf_dev = [li for s in builtin.scored for li in s.dev]
@@ -138,13 +149,13 @@ def _all_rows(labelled) -> list[LabelledItem]:
     return [li for items in labelled.splits.values() for li in items]
 
 
-def _fit_baselines(systems: list[str], plan: Plan) -> dict:
+def _fit_baselines(systems: list[str], plan: Plan, policy) -> dict:
     models = {}
     for name in (s for s in systems if s in BASELINES):
         train = plan.train() if BASELINES[name].trains else []
         if train:
             print(f"training {name} on {plan.notes.get('tfidf_trained_on')} ({len(train)} items) ...", file=sys.stderr)
-        models[name] = BASELINES[name]().fit(train)
+        models[name] = BASELINES[name](policy.ids).fit(train)
     return models
 
 
@@ -163,10 +174,10 @@ def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: 
     if dev_share != 0 and dev and moderator.scores:
         dev_items = sample(dev, dev_share)
         dev_records, _ = moderate(dev_items, ".dev")
-        thresholds = llm_thresholds(dev_items, dev_records)
+        thresholds = llm_thresholds(dev_items, dev_records, policy.ids)
         path = out_dir / "thresholds" / f"{name}.json"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(dict(zip(POLICY_IDS, map(float, thresholds))), indent=2) + "\n")
+        path.write_text(json.dumps(dict(zip(policy.ids, map(float, thresholds))), indent=2) + "\n")
         results.append(evaluate_llm_records(name, test, records, policy, system="llm@dev-thresholds",
                                             n_boot=args.bootstrap, speed=speed, thresholds=thresholds))
     return results
@@ -196,16 +207,19 @@ def _write_reports(results, out_dir: Path, args, moderator, notes: dict) -> None
 
 def compare_runs(args) -> int:
     """Paired comparison of two runs on the same labelled items: McNemar and paired bootstrap."""
-    items = {li.item.id: li for li in load_set(args.set, args.split, args.data_dir)}
+    from moderation.policy import load_policy
+
+    policy = load_policy(args.policy)
+    items = {li.item.id: li for li in load_set(args.set, args.split, args.data_dir, policy)}
     runs = [_records(path) for path in (args.run_a, args.run_b)]
     common = [i for i in items if i in runs[0] and i in runs[1]]
     if not common:
         raise ConfigError(f"the two runs share no item of {args.set}/{args.split}")
     labelled = [items[i] for i in common]
-    gold, _ = gold_labels(labelled)
+    gold, _ = gold_labels(labelled, policy.ids)
     preds = []
     for records in runs:
-        llm = llm_outputs(labelled, records)
+        llm = llm_outputs(labelled, records, policy.ids)
         preds.append(llm.flagged & llm.valid[:, None])
     correct = [(p == gold).all(1) for p in preds]
     test = mcnemar(correct[0], correct[1])

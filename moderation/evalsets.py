@@ -7,7 +7,9 @@ against `eval_sets/marketplace.schema.json` and built with the same reader as an
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from collections import Counter
 from functools import cache
@@ -18,6 +20,7 @@ from jsonschema import Draft202012Validator
 from moderation.datasets import PUBLIC_SETS, SPLITS, LabelledItem, load_public
 from moderation.errors import ConfigError
 from moderation.items import Item, ReadLimits, RowError, build_item
+from moderation.policy import Policy
 from moderation.resources import shipped
 
 MARKETPLACE = "marketplace"
@@ -29,6 +32,7 @@ CORPUS = "marketplace_corpus"
 CORPUS_DIR = shipped("eval_sets/marketplace_corpus")
 CORPUS_SCHEMA = shipped("eval_sets/marketplace_corpus.schema.json")
 LABEL_KEYS = ("split", "gold", "tags")
+logger = logging.getLogger(__name__)
 
 
 @cache
@@ -122,17 +126,68 @@ def set_names() -> list[str]:
     return [MARKETPLACE, *PUBLIC_SETS]
 
 
-def load_set(name: str, split: str | None = None, data_dir: str | os.PathLike | None = None) -> list[LabelledItem]:
-    """Any labelled set by name: 'marketplace' or a public set (read from the data directory)."""
+class OutsideTaxonomy(ConfigError):
+    """A labelled set none of whose labels maps onto the taxonomy of a policy file: it has nothing to
+    measure there, so it is skipped (with this message) rather than scored as all clean."""
+
+
+def load_set(name: str, split: str | None = None, data_dir: str | os.PathLike | None = None,
+             policy: Policy | None = None) -> list[LabelledItem]:
+    """Any labelled set by name: 'marketplace' or a public set (read from the data directory).
+
+    The sets are labelled with the default taxonomy's ids; with `policy`, their labels are mapped onto
+    its taxonomy (`to_taxonomy`).
+
+    Raises:
+        ConfigError: an unknown set or split.
+        OutsideTaxonomy: none of the set's labels maps onto `policy`'s ids.
+    """
     if split is not None and split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
     if name == MARKETPLACE:
-        return load_marketplace(split)
-    if name == CORPUS:
-        return load_corpus() if split in (None, "train") else []
-    if name not in PUBLIC_SETS:
+        items = load_marketplace(split)
+    elif name == CORPUS:
+        items = load_corpus() if split in (None, "train") else []
+    elif name not in PUBLIC_SETS:
         raise ConfigError(f"unknown set {name!r}; known sets: {set_names()}")
-    return load_public(name, data_dir, split=split)
+    else:
+        items = load_public(name, data_dir, split=split)
+    return items if policy is None else to_taxonomy(name, items, policy)
+
+
+def load_sets(names: list[str], split: str | None, data_dir: str | os.PathLike | None, policy: Policy,
+              progress=None) -> tuple[dict[str, list[LabelledItem]], list[str]]:
+    """Labelled sets by name, their labels as `policy`'s ids, and a note per set skipped because none of
+    its labels maps onto that taxonomy. `progress`: a tqdm-style wrapper over the names."""
+    sets, skipped = {}, []
+    for name in (progress or iter)(names):
+        try:
+            sets[name] = load_set(name, split, data_dir, policy)
+        except OutsideTaxonomy as exc:
+            skipped.append(str(exc))
+    return sets, skipped
+
+
+def to_taxonomy(name: str, items: list[LabelledItem], policy: Policy) -> list[LabelledItem]:
+    """A labelled set's items with their gold labels as `policy`'s ids (its `label_map`; an id it shares
+    stays). Items with a label that has no place in the taxonomy are left out, and counted in the log.
+
+    Raises:
+        OutsideTaxonomy: none of the set's labels maps onto one of `policy`'s ids.
+    """
+    labels = sorted({p for li in items for p in li.gold_violations})
+    if labels and not policy.maps_any(labels):
+        raise OutsideTaxonomy(f"set {name!r} skipped: none of its labels ({', '.join(labels)}) maps onto a policy of "
+                              f"{policy.describe()}; map them with `label_map` in the policy file")
+    out = []
+    for li in items:
+        mapped = policy.map_labels(li.gold_violations)
+        if mapped is not None:
+            out.append(li if mapped == li.gold_violations else dataclasses.replace(li, gold_violations=mapped))
+    if len(out) < len(items):
+        logger.warning("set %s: %d of %d items left out, their labels have no policy in %s", name,
+                       len(items) - len(out), len(items), policy.describe())
+    return out
 
 
 MARKETPLACE_CARD_HEADER = [

@@ -19,6 +19,7 @@ import numpy as np
 
 from moderation.batch import BatchRunner, RunOptions
 from moderation.datasets import LabelledItem
+from moderation.errors import InputError
 from moderation.metrics import (
     Labels,
     bootstrap,
@@ -33,7 +34,6 @@ from moderation.metrics import (
 from moderation.pipeline import Moderator
 from moderation.policy import Policy
 from moderation.runfile import RunRecord, read_records
-from moderation.schema import POLICY_IDS
 
 logger = logging.getLogger(__name__)
 INJECTION_TAG = "adversarial:injection"
@@ -65,8 +65,8 @@ def sample(items: list[LabelledItem], n: int | None) -> list[LabelledItem]:
     return sorted(items, key=lambda li: hashlib.sha256(li.item.id.encode()).hexdigest())[:n]
 
 
-def gold_labels(items: list[LabelledItem]) -> tuple[np.ndarray, np.ndarray]:
-    gold = label_matrix([li.gold_violations for li in items])
+def gold_labels(items: list[LabelledItem], policy_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    gold = label_matrix([li.gold_violations for li in items], policy_ids)
     # Only sets that label decisions have them; decision accuracy is reported on those alone.
     decisions = np.array([li.gold_decision for li in items], dtype=object)
     return gold, decisions
@@ -74,11 +74,11 @@ def gold_labels(items: list[LabelledItem]) -> tuple[np.ndarray, np.ndarray]:
 
 def score_labels(items: list[LabelledItem], scores: np.ndarray, thresholds: np.ndarray, valid: np.ndarray,
                  policy: Policy, pred_decision: np.ndarray | None = None) -> Labels:
-    gold, gold_decision = gold_labels(items)
+    gold, gold_decision = gold_labels(items, policy.ids)
     pred = (scores >= thresholds) & valid[:, None]
     if pred_decision is None:
-        pred_decision = decide(pred, valid, {p.id: p.default_action for p in policy.policies})
-    return Labels(gold, pred, scores, gold_decision, pred_decision, valid)
+        pred_decision = decide(pred, valid, {p.id: p.default_action for p in policy.policies}, policy.ids)
+    return Labels(gold, pred, scores, gold_decision, pred_decision, valid, policy.ids)
 
 
 def all_metrics(labels: Labels) -> dict[str, float]:
@@ -90,7 +90,7 @@ def finish(system: str, set_name: str, items: list[LabelledItem], labels: Labels
     metrics = all_metrics(labels)
     metrics.update(injection_robustness(items, labels))
     return SystemResult(system, set_name, len(items), metrics, bootstrap(labels, all_metrics, n_boot=n_boot),
-                        dict(zip(POLICY_IDS, map(float, thresholds))), speed, labels, [li.item.id for li in items],
+                        dict(zip(labels.policies, map(float, thresholds))), speed, labels, [li.item.id for li in items],
                         breakdown(items, labels))
 
 
@@ -110,9 +110,9 @@ def breakdown(items: list[LabelledItem], labels: Labels) -> dict[str, dict[str, 
 def evaluate_baseline(model, set_name: str, dev: list[LabelledItem], test: list[LabelledItem], policy: Policy,
                       n_boot: int = 1000) -> SystemResult:
     """A fitted baseline on one set: thresholds from dev (if tunable), metrics on test."""
-    thresholds = np.full(len(POLICY_IDS), 0.5)
+    thresholds = np.full(len(policy.ids), 0.5)
     if model.tunable and dev:
-        thresholds = choose_thresholds(model.score([li.item for li in dev]), gold_labels(dev)[0])
+        thresholds = choose_thresholds(model.score([li.item for li in dev]), gold_labels(dev, policy.ids)[0])
     started = time.perf_counter()
     scores = model.score([li.item for li in test])
     elapsed = time.perf_counter() - started
@@ -140,11 +140,12 @@ class LLMOutputs:
     scored: np.ndarray  # bool (n,): the record carries token-probability scores
 
 
-def llm_outputs(items: list[LabelledItem], records: dict[str, RunRecord]) -> LLMOutputs:
-    n = len(items)
-    out = LLMOutputs(np.zeros((n, len(POLICY_IDS)), dtype=bool), np.zeros((n, len(POLICY_IDS))),
+def llm_outputs(items: list[LabelledItem], records: dict[str, RunRecord], policy_ids: tuple[str, ...]) -> LLMOutputs:
+    """Raises InputError when a verdict names a policy outside the taxonomy (a run made under another policy file)."""
+    n, p = len(items), len(policy_ids)
+    out = LLMOutputs(np.zeros((n, p), dtype=bool), np.zeros((n, p)),
                      np.zeros(n, dtype=bool), np.empty(n, dtype=object), np.zeros(n, dtype=bool))
-    index = {p: i for i, p in enumerate(POLICY_IDS)}
+    index = {p: i for i, p in enumerate(policy_ids)}
     for row, li in enumerate(items):
         record = records.get(li.item.id)
         verdict = record.verdict if record is not None else None
@@ -153,10 +154,13 @@ def llm_outputs(items: list[LabelledItem], records: dict[str, RunRecord]) -> LLM
         out.valid[row] = True
         out.decisions[row] = verdict["decision"]
         for v in verdict["violations"]:
+            if v["policy"] not in index:
+                raise InputError(f"the verdict of {li.item.id} names {v['policy']!r}, which is not a policy of this "
+                                 f"taxonomy ({list(policy_ids)}): its run was made under another policy file")
             out.flagged[row, index[v["policy"]]] = True
         scores = (record.scores or {}).get("policies")
         out.scored[row] = scores is not None
-        out.scores[row] = [scores.get(p, 0.0) for p in POLICY_IDS] if scores is not None else out.flagged[row]
+        out.scores[row] = [scores.get(p, 0.0) for p in policy_ids] if scores is not None else out.flagged[row]
     return out
 
 
@@ -167,10 +171,10 @@ def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[
 
     Ranking metrics, PR curves and ECE use the token-probability scores where the run has them.
     """
-    llm = llm_outputs(test, records)
-    gold, gold_decision = gold_labels(test)
+    llm = llm_outputs(test, records, policy.ids)
+    gold, gold_decision = gold_labels(test, policy.ids)
     if thresholds is None:
-        labels = Labels(gold, llm.flagged, llm.scores, gold_decision, llm.decisions, llm.valid)
+        labels = Labels(gold, llm.flagged, llm.scores, gold_decision, llm.decisions, llm.valid, policy.ids)
     else:
         labels = score_labels(test, llm.scores, thresholds, llm.valid, policy)
     latencies = [records[li.item.id].provenance["latency_ms"] for li in test if li.item.id in records]
@@ -179,14 +183,14 @@ def evaluate_llm_records(set_name: str, test: list[LabelledItem], records: dict[
     if fresh:
         speed.update(latency_p50_ms=float(np.percentile(fresh, 50)), latency_p95_ms=float(np.percentile(fresh, 95)))
     speed["scored_share"] = float(llm.scored.mean()) if len(test) else 0.0
-    return finish(system, set_name, test, labels, thresholds if thresholds is not None else np.full(len(POLICY_IDS), 0.5),
+    return finish(system, set_name, test, labels, thresholds if thresholds is not None else np.full(len(policy.ids), 0.5),
                   speed, n_boot)
 
 
-def llm_thresholds(dev: list[LabelledItem], records: dict[str, RunRecord]) -> np.ndarray:
+def llm_thresholds(dev: list[LabelledItem], records: dict[str, RunRecord], policy_ids: tuple[str, ...]) -> np.ndarray:
     """Per-policy thresholds on the LLM's scores, chosen on dev items only."""
-    llm = llm_outputs(dev, records)
-    return choose_thresholds(llm.scores[llm.valid], gold_labels(dev)[0][llm.valid])
+    llm = llm_outputs(dev, records, policy_ids)
+    return choose_thresholds(llm.scores[llm.valid], gold_labels(dev, policy_ids)[0][llm.valid])
 
 
 def injection_robustness(items: list[LabelledItem], labels: Labels) -> dict[str, float]:

@@ -17,7 +17,7 @@ from moderation.backends.base import BackendConfig
 from moderation.batch import RunOptions
 from moderation.errors import ConfigError
 from moderation.schema import RATIONALE_MAX_CHARS
-from moderation.settings import add_fields, from_args
+from moderation.settings import POLICY_HELP, add_fields, from_args
 
 # BackendConfig fields that are flags of the same name (default and help written once, on the field)
 ENGINE_FLAGS = ["dtype", "gpu_memory_utilization", "enforce_eager", "max_model_len", "block_size", "max_num_seqs",
@@ -40,7 +40,7 @@ class RunSettings:
     model: str = field(default="default", metadata={"default_in_help": True, "help": (
         "'default' (SmolLM2-135M-Instruct with the shipped moderation adapter merged, its prompt and thresholds), "
         "'base' (the zero-shot SmolLM2-135M-Instruct), or a Hugging Face model directory")})
-    policy: str | None = field(default=None, metadata={"help": "policy file (default prompts/policy.yaml)"})
+    policy: str | None = field(default=None, metadata={"help": POLICY_HELP})
     prompt: str | None = field(default=None, metadata={
         "help": "prompt template (default: the model's own, else prompts/moderate.v1.txt)"})
     thresholds: str | None = field(default=None, metadata={"help": (
@@ -117,9 +117,10 @@ def run_screen(settings: RunSettings):
     """The --screen first stage, or None."""
     if not settings.screen:
         return None
+    from moderation.policy import load_policy
     from moderation.screen import load_screen
 
-    return load_screen(settings.screen)
+    return load_screen(settings.screen, load_policy(settings.policy))
 
 
 def run_store(settings: RunSettings):
@@ -142,8 +143,9 @@ def model_profile_for(settings: RunSettings):
     return model_profile(settings.model) if settings.backend in WEIGHT_BACKENDS else ModelProfile(settings.model)
 
 
-def run_thresholds(settings: RunSettings) -> dict[str, float] | None:
-    """--thresholds FILE, 'none', or (unset) the model's shipped thresholds, if any; scores off: none."""
+def run_thresholds(settings: RunSettings, policy) -> dict[str, float] | None:
+    """--thresholds FILE, 'none', or (unset) the model's shipped thresholds, if any; scores off: none.
+    Checked against the policy file's taxonomy."""
     from moderation.scoring import check_thresholds, load_thresholds
 
     path = settings.thresholds
@@ -151,8 +153,21 @@ def run_thresholds(settings: RunSettings) -> dict[str, float] | None:
         return None
     if path is None:
         shipped = model_profile_for(settings).thresholds
-        return check_thresholds(shipped, f"the thresholds shipped with --model {settings.model}") if shipped else None
-    return load_thresholds(path)
+        return check_thresholds(shipped, f"the thresholds shipped with --model {settings.model}", policy) if shipped else None
+    return load_thresholds(path, policy)
+
+
+def check_model_taxonomy(settings: RunSettings, policy) -> None:
+    """A fine-tuned model (its moderation.json says which taxonomy) runs only under that taxonomy.
+
+    Raises:
+        ConfigError: the model was fine-tuned for other policies; the message names both.
+    """
+    trained_for = model_profile_for(settings).policies
+    if trained_for and tuple(trained_for) != policy.ids:
+        raise ConfigError(f"--model {settings.model} was fine-tuned for another taxonomy, policies {list(trained_for)}; "
+                          f"the policy file is {policy.describe()}. Run a zero-shot model on it (--model base, or a "
+                          "larger instruction model), or fine-tune one for it (README, 'Your own taxonomy')")
 
 
 def load_adapters(specs: tuple[str, ...]):
@@ -165,14 +180,17 @@ def build_moderator(settings: RunSettings):
     """The backend the settings name (with every --adapter loaded), wrapped in a Moderator with
     policy and prompt that asks for the base model."""
     from moderation.backends import load_backend
-    from moderation.pipeline import Moderator
+    from moderation.pipeline import Moderator, check_adapter_taxonomy
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
     policy = load_policy(settings.policy)
+    check_model_taxonomy(settings, policy)
     template = load_template(settings.prompt or model_profile_for(settings).prompt)
     config = dataclasses.replace(settings.backend_config, adapters=load_adapters(settings.adapter))
-    thresholds, scorer = run_thresholds(settings), run_scorer(settings)  # bad files fail before the engine loads
+    for adapter in config.adapters:
+        check_adapter_taxonomy(adapter, policy)
+    thresholds, scorer = run_thresholds(settings, policy), run_scorer(settings, policy)  # bad files fail before the engine loads
     print(f"loading backend {settings.backend} with model {settings.model} ...", file=sys.stderr)
     backend = load_backend(settings.backend, config)
     return Moderator(backend, policy, template, max_attempts=settings.max_attempts,
@@ -180,7 +198,7 @@ def build_moderator(settings: RunSettings):
                      scorer=scorer, rationale_chars=settings.rationale_chars)
 
 
-def run_scorer(settings: RunSettings):
+def run_scorer(settings: RunSettings, policy):
     """--heads DIR, else the model's own policy heads (moderation.heads) where it ships them, when
     scores are on; else None (scores, if on, come from the backend's token probes)."""
     if settings.heads and not settings.scores:
@@ -190,7 +208,7 @@ def run_scorer(settings: RunSettings):
         return None
     from moderation.heads import load_heads
 
-    return load_heads(heads)
+    return load_heads(heads, policy)
 
 
 def run_moderator(settings: RunSettings, command: str = "run"):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from moderation.errors import ConfigError
-from moderation.schema import POLICY_IDS
+from moderation.policy import Policy
 
 LAYERS = (15, 20)
 MAX_PREFIXES = 4096  # tokenized prefixes kept (one per region and kind in practice)
@@ -163,9 +163,9 @@ class PolicyHeads:
 
         mean, scale = x.mean(0), x.std(0) + 1e-6
         z = (x - mean) / scale
-        coef = np.zeros((len(POLICY_IDS), x.shape[1]), dtype=np.float32)
-        intercept = np.full(len(POLICY_IDS), -30.0, dtype=np.float32)
-        for i in range(len(POLICY_IDS)):
+        coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
+        intercept = np.full(y.shape[1], -30.0, dtype=np.float32)
+        for i in range(y.shape[1]):
             if 0 < y[:, i].sum() < len(y):
                 model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed).fit(z, y[:, i])
                 coef[i], intercept[i] = model.coef_[0], model.intercept_[0]
@@ -181,10 +181,12 @@ class PolicyHeads:
 
 
 class HeadScorer:
-    """Scores of rendered prompts: the mean of the hidden-state heads and the TF-IDF head."""
+    """Scores of rendered prompts: the mean of the hidden-state heads and the TF-IDF head, one per policy
+    of the taxonomy they were fitted for (`policies`)."""
 
     def __init__(self, features: HiddenFeatures, heads: PolicyHeads, lexical, card: dict[str, Any], sha: str):
         self.features, self.heads, self.lexical, self.card, self.sha = features, heads, lexical, card, sha
+        self.policies = tuple(card["policies"])
 
     def policy_scores(self, texts: list[str], progress=None) -> np.ndarray:
         """(texts x policies) scores in [0, 1]."""
@@ -194,17 +196,17 @@ class HeadScorer:
     def score(self, messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
         """The `scores` field of each item's record, from its rendered prompt."""
         scores = self.policy_scores([user_text(m) for m in messages])
-        return [{"violation": round(float(row.max()), 5), "policies": {p: round(float(s), 5) for p, s in zip(POLICY_IDS, row)},
+        return [{"violation": round(float(row.max()), 5), "policies": {p: round(float(s), 5) for p, s in zip(self.policies, row)},
                  "scorer": "heads"} for row in scores]
 
 
-def save_heads(directory: str | Path, heads: PolicyHeads, lexical, card: dict[str, Any]) -> str:
-    """Write heads.npz, lexical.npz and heads.json into `directory`; return their hash."""
+def save_heads(directory: str | Path, heads: PolicyHeads, lexical, card: dict[str, Any], policy_ids: tuple[str, ...]) -> str:
+    """Write heads.npz, lexical.npz and heads.json (naming the taxonomy, `policy_ids`) into `directory`; return their hash."""
     directory = Path(directory)
     np.savez_compressed(directory / HEADS_FILE, **heads.arrays())
     arrays = lexical.arrays()
     np.savez_compressed(directory / LEXICAL_FILE, **{**arrays, "coef": arrays["coef"].astype(np.float32)})
-    card = {**card, "policies": list(POLICY_IDS), "vectorizer": lexical.settings}
+    card = {**card, "policies": list(policy_ids), "vectorizer": lexical.settings}
     (directory / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return heads_sha(directory)
 
@@ -220,13 +222,13 @@ def has_heads(directory: str | Path) -> bool:
     return (Path(directory) / CARD_FILE).is_file()
 
 
-def load_heads(directory: str | Path) -> HeadScorer:
-    """The scorer stored in `directory`, reading hidden states of the model its card names
-    ('base', 'default' or a model directory).
+def load_heads(directory: str | Path, policy: Policy) -> HeadScorer:
+    """The scorer stored in `directory`, for the taxonomy of `policy`, reading hidden states of the model
+    its card names ('base', 'default' or a model directory).
 
     Raises:
         ConfigError: a file is missing or unreadable, or the arrays do not fit together or were
-            fitted for another policy taxonomy.
+            fitted for another policy taxonomy (the message names both).
     """
     from moderation.screen import TfidfScorer
 
@@ -240,9 +242,11 @@ def load_heads(directory: str | Path) -> HeadScorer:
             lexical = {k: npz[k] for k in LEXICAL_KEYS}
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
-    if card.get("policies") != list(POLICY_IDS):
-        raise ConfigError(f"{where}: fitted for policies {card.get('policies')}, this version has {list(POLICY_IDS)}")
-    p = len(POLICY_IDS)
+    if card.get("policies") != list(policy.ids):
+        raise ConfigError(f"{where} were fitted for another taxonomy, policies {card.get('policies')}; the policy file "
+                          f"is {policy.describe()}. Fit heads for it (finetune/fit_heads.py --policy FILE) or run "
+                          "--no-scores")
+    p = len(policy.ids)
     if heads["coef"].shape[0] != p or lexical["coef"].shape != (p, len(lexical["terms"])):
         raise ConfigError(f"{where}: the arrays do not fit {p} policies")
     from moderation.model import resolve_model

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moderation.schema import DECISIONS, POLICY_IDS
+from moderation.schema import DECISIONS
 
 
 @dataclass(frozen=True)
@@ -25,19 +25,28 @@ class Labels:
     gold_decision: np.ndarray  # object (n,): decision or None
     pred_decision: np.ndarray  # object (n,): decision or None (error)
     valid: np.ndarray  # bool (n,): the system returned a verdict
+    policies: tuple[str, ...]  # the taxonomy: the policy of each column
 
     def __len__(self) -> int:
         return len(self.gold)
 
     def take(self, idx: np.ndarray) -> Labels:
-        return Labels(*(a[idx] for a in (self.gold, self.pred, self.scores, self.gold_decision, self.pred_decision, self.valid)))
+        arrays = (self.gold, self.pred, self.scores, self.gold_decision, self.pred_decision, self.valid)
+        return Labels(*(a[idx] for a in arrays), self.policies)
 
 
-def label_matrix(sets: Sequence[frozenset[str] | set[str]], policies: Sequence[str] = POLICY_IDS) -> np.ndarray:
+def label_matrix(sets: Sequence[frozenset[str] | set[str]], policies: Sequence[str]) -> np.ndarray:
+    """(items x policies) 0/1 matrix of a taxonomy's policies.
+
+    Raises:
+        ValueError: a label is not one of `policies`.
+    """
     index = {p: i for i, p in enumerate(policies)}
     matrix = np.zeros((len(sets), len(policies)), dtype=bool)
     for row, labels in enumerate(sets):
         for label in labels:
+            if label not in index:
+                raise ValueError(f"label {label!r} is not a policy of the taxonomy {list(policies)}")
             matrix[row, index[label]] = True
     return matrix
 
@@ -66,7 +75,7 @@ def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
     return _nanmean(np.where(gold.any(0), prf(gold, pred)[2], np.nan))
 
 
-def point_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[str, float]:
+def point_metrics(labels: Labels) -> dict[str, float]:
     """Every scalar metric for one sample of items."""
     gold, pred = labels.gold, labels.pred
     precision, recall, f1 = prf(gold, pred)
@@ -87,7 +96,7 @@ def point_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[
     if item_gold.any() and (~item_gold).any():
         for target in (0.01, 0.05):
             out[f"tpr_at_{int(target * 100)}pct_fpr"] = tpr_at_fpr(item_gold, item_score, target)
-    for i, policy in enumerate(policies):
+    for i, policy in enumerate(labels.policies):
         if present[i] or pred[:, i].any():
             out[f"{policy}/precision"] = float(precision[i])
             out[f"{policy}/recall"] = float(recall[i])
@@ -109,12 +118,12 @@ def group_metrics(labels: Labels) -> dict[str, float]:
     return out
 
 
-def ranking_metrics(labels: Labels, policies: Sequence[str] = POLICY_IDS) -> dict[str, float]:
+def ranking_metrics(labels: Labels) -> dict[str, float]:
     """Per-policy AUPRC and ROC-AUC from scores, and their macro means (policies with both classes)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     out, auprc, auroc = {}, [], []
-    for i, policy in enumerate(policies):
+    for i, policy in enumerate(labels.policies):
         y = labels.gold[:, i]
         if y.all() or not y.any():
             continue
@@ -208,7 +217,7 @@ def choose_thresholds(scores: np.ndarray, gold: np.ndarray, grid: Sequence[float
     return thresholds
 
 
-def decide(pred: np.ndarray, valid: np.ndarray, severity_action: dict[str, str], policies: Sequence[str] = POLICY_IDS) -> np.ndarray:
+def decide(pred: np.ndarray, valid: np.ndarray, severity_action: dict[str, str], policies: Sequence[str]) -> np.ndarray:
     """A decision per item from predicted policies: the strongest default action, allow when none."""
     order = {d: i for i, d in enumerate(DECISIONS)}
     out = np.empty(len(pred), dtype=object)

@@ -36,7 +36,7 @@ MANIFEST = "moderation-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
 DEFAULT_ADAPTER = shipped("finetune/adapters/smollm2-135m-moderation")  # a wheel's copy when installed
-PROFILE_FILE = "moderation.json"  # in an adapter folder: {"prompt": path, "thresholds": {policy: t}, "heads": bool}
+PROFILE_FILE = "moderation.json"  # in an adapter folder: {"prompt": path, "policies": [ids], "thresholds": {policy: t}, "heads": bool}
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class ModelProfile:
     prompt: str | None = None  # None: the CLI's default template
     thresholds: dict[str, float] | None = None
     heads: str | None = None  # a folder with policy heads (moderation.heads) that score instead of token probes
+    policies: tuple[str, ...] | None = None  # the taxonomy it was fine-tuned for (None: any, as a zero-shot model)
 
 
 def model_profile(model: str) -> ModelProfile:
@@ -55,7 +56,8 @@ def model_profile(model: str) -> ModelProfile:
         profile = json.loads((DEFAULT_ADAPTER / PROFILE_FILE).read_text())
         prompt = str(shipped(profile["prompt"])) if profile.get("prompt") else None
         heads = str(DEFAULT_ADAPTER) if profile.get("heads") else None
-        return ModelProfile(f"default:{DEFAULT_MODEL_NAME}+{DEFAULT_ADAPTER.name}", prompt, profile.get("thresholds"), heads)
+        return ModelProfile(f"default:{DEFAULT_MODEL_NAME}+{DEFAULT_ADAPTER.name}", prompt, profile.get("thresholds"), heads,
+                            adapter_policies(DEFAULT_ADAPTER))
     if model == "base":
         return ModelProfile(f"base:{DEFAULT_MODEL_NAME}")
     return ModelProfile(model)
@@ -219,6 +221,7 @@ class Adapter:
     path: Path
     rank: int
     sha: str
+    policies: tuple[str, ...] | None = None  # the taxonomy it was trained for, where its moderation.json says
 
 
 def load_adapter(spec: str) -> Adapter:
@@ -236,4 +239,21 @@ def load_adapter(spec: str) -> Adapter:
     if settings.get("peft_type", "LORA") != "LORA":
         raise ConfigError(f"adapter {spec!r}: only LoRA adapters are served, not {settings.get('peft_type')}")
     return Adapter(name=name or path.resolve().name, path=path.resolve(), rank=int(settings.get("r", 8)),
-                   sha=model_sha(path.resolve()))
+                   sha=model_sha(path.resolve()), policies=adapter_policies(path))
+
+
+def adapter_policies(directory: Path) -> tuple[str, ...] | None:
+    """The taxonomy an adapter folder was trained for (the `policies` of its moderation.json), or None
+    where it does not say.
+
+    Raises:
+        ConfigError: moderation.json is not JSON.
+    """
+    profile = Path(directory) / PROFILE_FILE
+    if not profile.is_file():
+        return None
+    try:
+        policies = json.loads(profile.read_text()).get("policies")
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(f"{profile}: not a JSON object ({exc})") from None
+    return tuple(policies) if policies else None

@@ -31,13 +31,23 @@ from moderation.schema import (
     grounded_schema,
     parse_verdict,
     rationale_budget,
-    verdict_schema,
 )
 from moderation.scoring import NON_ALLOW, combine, decision_probes, policy_probes
 
 RETRY_TEMPERATURE = 0.7
 MAX_VIOLATIONS = 3  # the verdict schema's maxItems
 ALLOW_RATIONALE = "No policy score reached its threshold."
+
+
+def check_adapter_taxonomy(adapter: Adapter, policy: Policy) -> None:
+    """An adapter whose moderation.json names the taxonomy it was trained for serves only that taxonomy.
+
+    Raises:
+        ConfigError: it was trained for other policies; the message names both.
+    """
+    if adapter.policies and adapter.policies != policy.ids:
+        raise ConfigError(f"adapter {adapter.name} ({adapter.path}) was trained for another taxonomy, policies "
+                          f"{list(adapter.policies)}; the policy file is {policy.describe()}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,8 @@ class Moderator:
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        if adapter is not None:
+            check_adapter_taxonomy(adapter, policy)
         self.backend = backend
         self.policy = policy
         self.template = template
@@ -163,6 +175,8 @@ class Moderator:
             "backend": self.backend.name,
             "prompt_sha": self.template.sha,
             "policy_version": self.policy.version,
+            "policy_sha": self.policy.sha,
+            "schema_id": self.policy.schema_id,
             "thresholds_sha": self.thresholds_sha,
             "scorer_sha": self.scorer.sha if self.scorer is not None else None,
             "decided_by": "scores" if self.score_first else "generation",
@@ -181,9 +195,9 @@ class Moderator:
         `decided`: the outcome its scores fixed, which narrows the schema)."""
         schema = None  # the grounded schema is built once: decided_schema narrows its own copy
         if decided is not None and decided.policies:
-            schema = decided_schema(item.text(), decided.decision, list(decided.policies))
+            schema = decided_schema(item.text(), decided.decision, list(decided.policies), self.policy.ids)
         if schema is None:
-            schema = grounded_schema(item.text()) if self.grounded_evidence else verdict_schema()
+            schema = grounded_schema(item.text(), self.policy.ids) if self.grounded_evidence else self.policy.schema
         if self.rationale_chars < RATIONALE_MAX_CHARS:
             schema = rationale_budget(schema, self.rationale_chars)
         retry = attempt > 1
@@ -218,8 +232,9 @@ class Moderator:
         if self.scorer is not None:
             return self.scorer.score(messages)
         decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
-        policies = self.backend.label_probs(policy_probes(messages, decisions, [None] * len(messages), self.adapter_name))
-        return [combine(d, p) for d, p in zip(decisions, policies)]
+        policies = self.backend.label_probs(policy_probes(messages, decisions, [None] * len(messages), self.policy.ids,
+                                                          self.adapter_name))
+        return [combine(d, p, self.policy.ids) for d, p in zip(decisions, policies)]
 
     def _score_first(self, messages: list[list[dict[str, str]]], outcomes: list[Outcome]) -> list[Decided]:
         """Score every item, give the unflagged ones their allow verdict, and decide the rest."""
@@ -255,10 +270,10 @@ class Moderator:
                     outcome.error, outcome.raw = generation.error, None
                     continue
                 try:
-                    verdict = parse_verdict(generation.text, items[i].text())
+                    verdict = parse_verdict(generation.text, items[i].text(), self.policy.ids)
                     if decided[i] is not None:
                         verdict = parse_verdict(json.dumps(settle(verdict, decided[i], self.policy, items[i].text())),
-                                                items[i].text())
+                                                items[i].text(), self.policy.ids)
                     outcome.verdict = verdict
                     outcome.error = outcome.raw = None
                 except VerdictError as exc:
@@ -278,6 +293,6 @@ class Moderator:
             return
         decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
         verdicts = [outcomes[i].verdict for i in done]
-        policies = self.backend.label_probs(policy_probes(messages, decisions, verdicts, self.adapter_name))
+        policies = self.backend.label_probs(policy_probes(messages, decisions, verdicts, self.policy.ids, self.adapter_name))
         for i, d, p in zip(done, decisions, policies):
-            outcomes[i].scores = combine(d, p)
+            outcomes[i].scores = combine(d, p, self.policy.ids)

@@ -1,8 +1,18 @@
-"""Load the policy taxonomy (prompts/policy.yaml) and render it as prompt text."""
+"""Load a policy file, which defines the taxonomy, and render it as prompt text.
+
+The policy file is the taxonomy: its policy ids, in order, are the verdict schema's policy enum
+(`Policy.schema`), the order of every score vector, and what thresholds files, screens, heads,
+review queues and curated data are checked against. The shipped prompts/policy.yaml, with its 12
+ids, is the default; `prompts/examples/local-services.yaml` is another.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +20,11 @@ import yaml
 
 from moderation.errors import ConfigError
 from moderation.resources import SOURCE_ROOT, find_file, shipped
-from moderation.schema import DECISIONS, POLICY_IDS, SEVERITIES
+from moderation.schema import DECISIONS, POLICY_ID, SEVERITIES, schema_id, taxonomy_sha, verdict_schema
 
 PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
 DEFAULT_POLICY = shipped("prompts/policy.yaml")
-REQUIRED_REGIONS = ("EU", "UK", "US", "SG")
+REQUIRED_REGIONS = ("EU", "UK", "US", "SG")  # the overlays the shipped policy has (other policy files need none)
 
 
 @dataclass(frozen=True)
@@ -44,17 +54,65 @@ class Policy:
     severities: dict[str, str]
     policies: tuple[PolicyEntry, ...]
     regions: dict[str, Region]
+    label_map: dict[str, str | None] = field(default_factory=dict)  # labelled data's label -> an id here, or None: clean
 
     def entry(self, policy_id: str) -> PolicyEntry:
         return next(p for p in self.policies if p.id == policy_id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The taxonomy: the policy ids, in the file's order."""
+        return tuple(p.id for p in self.policies)
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The verdict schema of this taxonomy (shared: copy it before changing it)."""
+        return verdict_schema(self.ids)
+
+    @property
+    def schema_id(self) -> str:
+        return schema_id(self.ids)
+
+    @property
+    def taxonomy_sha(self) -> str:
+        return taxonomy_sha(self.ids)
+
+    @cached_property
+    def sha(self) -> str:
+        """A hash of everything in the file that reaches a prompt or a verdict (ids, wording, severities,
+        actions, overlays, label map): a cached verdict made under another version never matches."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """The taxonomy in one line, for errors that compare two of them."""
+        return f"{self.name or 'policy'} {self.version} ({len(self.ids)} policies: {', '.join(self.ids)})"
+
+    def map_labels(self, labels: Iterable[str]) -> frozenset[str] | None:
+        """Labelled data's labels as this taxonomy's ids: an id of its own stays, a label in the label map
+        becomes its id (or nothing, where the map says null); None when a label has no place here, so
+        that the row is left out rather than counted clean."""
+        mapped = set()
+        for label in labels:
+            if label in self.label_map:
+                mapped.update([self.label_map[label]] if self.label_map[label] else [])
+            elif label in self.ids:
+                mapped.add(label)
+            else:
+                return None
+        return frozenset(mapped)
+
+    def maps_any(self, labels: Iterable[str]) -> bool:
+        """Whether any of these labels becomes one of this taxonomy's ids (a set whose labels all fall
+        outside it has no positives to evaluate)."""
+        return any(bool(self.map_labels([label])) for label in labels)
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """Read and check a policy file.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or its ids, decisions or severities
-            differ from the verdict schema's.
+        ConfigError: the file is missing or not YAML; an id is malformed or repeated; its decisions
+            or severities differ from the verdict schema's; the label map names an id it lacks.
     """
     path = find_file(path or DEFAULT_POLICY)
     if not path.is_file():
@@ -72,19 +130,21 @@ def load_policy(path: str | Path | None = None) -> Policy:
 def _build(data: dict[str, Any]) -> Policy:
     policies = tuple(_entry(p) for p in data["policies"])
     ids = tuple(p.id for p in policies)
-    if sorted(ids) != sorted(POLICY_IDS):
-        raise ConfigError(f"policy ids {ids} differ from the verdict schema's {POLICY_IDS}")
+    bad = [i for i in ids if not isinstance(i, str) or not POLICY_ID.fullmatch(i)]
+    if not ids or bad or len(set(ids)) != len(ids):
+        raise ConfigError(f"policy ids must be distinct lower-case names (letters, digits, '_'), got {list(ids)}")
     if tuple(data["decisions"]) != DECISIONS:
         raise ConfigError(f"decisions {tuple(data['decisions'])} differ from the schema's {DECISIONS}")
     if tuple(data["severities"]) != SEVERITIES:
         raise ConfigError(f"severities {tuple(data['severities'])} differ from the schema's {SEVERITIES}")
     regions = {
         code: Region(code, r["name"], tuple(r.get("restricted", ())), tuple(r.get("required_info", ())))
-        for code, r in data["regions"].items()
+        for code, r in (data.get("regions") or {}).items()
     }
-    missing = [r for r in REQUIRED_REGIONS if r not in regions]
-    if missing:
-        raise ConfigError(f"policy lacks region overlays {missing}")
+    label_map = {str(k): (None if v is None else str(v)) for k, v in (data.get("label_map") or {}).items()}
+    stray = sorted({v for v in label_map.values() if v is not None} - set(ids))
+    if stray:
+        raise ConfigError(f"label_map maps onto {stray}, which are not policy ids of this file ({list(ids)})")
     return Policy(
         version=str(data["version"]),
         name=str(data.get("name", "")),
@@ -92,6 +152,7 @@ def _build(data: dict[str, Any]) -> Policy:
         severities=dict(data["severities"]),
         policies=policies,
         regions=regions,
+        label_map=label_map,
     )
 
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from moderation.evaluate import SystemResult
 from moderation.report_plots import policies_shown
-from moderation.schema import POLICY_IDS
 
 MAIN_COLUMNS = [
     ("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("decision_accuracy", "decision acc."),
@@ -120,7 +119,7 @@ def per_policy_table(rs: list[SystemResult]) -> list[str]:
     for p in policies:
         cells = [" / ".join(number(r.metrics.get(f"{p}/{k}", math.nan), 2) for k in ("precision", "recall", "f1"))
                  for r in rs]
-        lines.append(f"| {p} | {int(gold[POLICY_IDS.index(p)])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {p} | {int(gold[rs[0].labels.policies.index(p)])} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from moderation.evaluate import SystemResult
-from moderation.schema import DECISIONS, POLICY_IDS
+from moderation.schema import DECISIONS
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def plot_set(set_name: str, rs: list[SystemResult], out_dir: Path) -> list[Figur
 
 def policies_shown(rs: list[SystemResult]) -> list[str]:
     """The policies a set labels or a system flags (those with a per-policy F1 entry)."""
-    return [p for p in POLICY_IDS if any(f"{p}/f1" in r.metrics for r in rs)]
+    return [p for p in rs[0].labels.policies if any(f"{p}/f1" in r.metrics for r in rs)]
 
 
 def _save(fig, path: Path) -> Path:
@@ -96,7 +96,7 @@ def _plot_f1_bars(set_name: str, rs: list[SystemResult], path: Path) -> Figure:
     ax.set(ylabel="F1", ylim=(0, 1.15), title=f"{set_name}: F1 per policy")
     ax.legend(fontsize=8, ncols=len(rs))
     gold = rs[0].labels.gold.sum(0)
-    counts = ", ".join(f"{p} {int(gold[POLICY_IDS.index(p)])}" for p in policies)
+    counts = ", ".join(f"{p} {int(gold[rs[0].labels.policies.index(p)])}" for p in policies)
     caption = (f"F1 per policy on {rs[0].n} items; positives per policy: {counts}. A bar at 0 labelled 0.00 is a "
                "policy the system got wholly wrong; 'n/a' means F1 is undefined (no gold and no predicted item).")
     return Figure(set_name, "F1 per policy", caption, _save(fig, path), drawn)

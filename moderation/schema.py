@@ -7,6 +7,7 @@ the schema: the schema is the contract, constrained decoding only makes it cheap
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from functools import cache
@@ -22,8 +23,8 @@ SCHEMA_VERSION = "1"
 
 
 @cache
-def verdict_schema() -> dict[str, Any]:
-    """The verdict schema (draft 2020-12), as shipped in the package."""
+def _shipped_schema() -> dict[str, Any]:
+    """The verdict schema as shipped in the package: the default taxonomy's (prompts/policy.yaml)."""
     text = resources.files("moderation").joinpath("verdict.schema.json").read_text()
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)
@@ -31,21 +32,63 @@ def verdict_schema() -> dict[str, Any]:
 
 
 def _enum(*path: str) -> tuple[str, ...]:
-    node = verdict_schema()
+    node = _shipped_schema()
     for key in path:
         node = node[key]
     return tuple(node["enum"])
 
 
-POLICY_IDS = _enum("$defs", "violation", "properties", "policy")
+DEFAULT_POLICY_IDS = _enum("$defs", "violation", "properties", "policy")  # the shipped policy file's ids
 DECISIONS = _enum("$defs", "decision")
 SEVERITIES = _enum("$defs", "violation", "properties", "severity")
-RATIONALE_MAX_CHARS = verdict_schema()["$defs"]["rationale"]["maxLength"]
+RATIONALE_MAX_CHARS = _shipped_schema()["$defs"]["rationale"]["maxLength"]
+POLICY_ID = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a policy id: it is written into JSON keys, HTML forms and flags
+
+
+def taxonomy_sha(policy_ids: tuple[str, ...]) -> str:
+    """A short hash of a taxonomy's ids, in order (score vectors, heads and screens follow that order)."""
+    return hashlib.sha256(json.dumps(list(policy_ids)).encode()).hexdigest()[:12]
+
+
+def schema_id(policy_ids: tuple[str, ...]) -> str:
+    """The `$id` of a taxonomy's verdict schema: the shipped one for the default taxonomy, else one
+    that names the taxonomy's hash, so that two taxonomies never share a schema id."""
+    shipped = _shipped_schema()["$id"]
+    if tuple(policy_ids) == DEFAULT_POLICY_IDS:
+        return shipped
+    return shipped.removesuffix(".json") + f"-{taxonomy_sha(tuple(policy_ids))}.json"
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(verdict_schema())
+def verdict_schema(policy_ids: tuple[str, ...]) -> dict[str, Any]:
+    """The verdict schema (draft 2020-12) of a taxonomy: the shipped schema with its policy enum set to
+    these ids and its `$id` naming them. Cached and shared: copy it before changing it.
+
+    Raises:
+        ValueError: no ids, an id twice, or an id that is not lower-case letters, digits and '_'.
+    """
+    policy_ids = tuple(policy_ids)
+    bad = [p for p in policy_ids if not isinstance(p, str) or not POLICY_ID.fullmatch(p)]
+    if not policy_ids or bad or len(set(policy_ids)) != len(policy_ids):
+        raise ValueError(f"a taxonomy needs distinct policy ids of lower-case letters, digits and '_', got {list(policy_ids)}")
+    schema = copy.deepcopy(_shipped_schema())
+    schema["$id"] = schema_id(policy_ids)
+    schema["$defs"]["violation"]["properties"]["policy"]["enum"] = list(policy_ids)
+    return schema
+
+
+@cache
+def _validator(policy_ids: tuple[str, ...]) -> Draft202012Validator:
+    return Draft202012Validator(verdict_schema(policy_ids))
+
+
+def schema_error(verdict: Any, policy_ids: tuple[str, ...]) -> str | None:
+    """Where and how a verdict breaks its taxonomy's schema ("schema violation at PATH: ..."), or None."""
+    error = best_match(_validator(tuple(policy_ids)).iter_errors(verdict))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"schema violation at {where}: {error.message[:200]}"
 
 
 def extract_json(text: str) -> Any:
@@ -65,8 +108,8 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
-def parse_verdict(text: str, item_text: str) -> dict[str, Any]:
-    """Validate a model output as a verdict for an item.
+def parse_verdict(text: str, item_text: str, policy_ids: tuple[str, ...]) -> dict[str, Any]:
+    """Validate a model output as a verdict for an item, under the schema of a taxonomy (its policy ids).
 
     Beyond the schema: every evidence quote must occur in the item text (ignoring case and
     runs of whitespace); `allow` goes with no violations and any other decision with at least
@@ -76,10 +119,9 @@ def parse_verdict(text: str, item_text: str) -> dict[str, Any]:
         VerdictError: with the raw output attached.
     """
     verdict = extract_json(text)
-    error = best_match(_validator().iter_errors(verdict))
+    error = schema_error(verdict, policy_ids)
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise VerdictError(f"schema violation at {where}: {error.message[:200]}", raw=text)
+        raise VerdictError(error, raw=text)
     haystack = _normalise(item_text)
     seen, violations = set(), []
     for violation in verdict["violations"]:
@@ -115,12 +157,12 @@ def evidence_candidates(item_text: str, limit: int = 160) -> list[str]:
     return unique[:limit]
 
 
-def grounded_schema(item_text: str) -> dict[str, Any]:
-    """The verdict schema with `evidence` narrowed to quotes taken from this item.
+def grounded_schema(item_text: str, policy_ids: tuple[str, ...]) -> dict[str, Any]:
+    """A taxonomy's verdict schema with `evidence` narrowed to quotes taken from this item.
 
     Used for constrained decoding, so that a small model cannot invent a quote.
     """
-    schema = copy.deepcopy(verdict_schema())
+    schema = copy.deepcopy(verdict_schema(policy_ids))
     candidates = evidence_candidates(item_text)
     if not candidates:  # nothing to quote: only the allow branch remains
         schema["anyOf"] = schema["anyOf"][:1]
@@ -138,11 +180,11 @@ def rationale_budget(schema: dict[str, Any], chars: int) -> dict[str, Any]:
     return schema
 
 
-def decided_schema(item_text: str, decision: str, policies: list[str]) -> dict[str, Any] | None:
+def decided_schema(item_text: str, decision: str, policies: list[str], policy_ids: tuple[str, ...]) -> dict[str, Any] | None:
     """The grounded schema narrowed to an outcome already decided from scores: this non-allow
     decision and only these policies, so the engine writes just the evidence and the rationale.
     None when the item has nothing to quote."""
-    schema = grounded_schema(item_text)
+    schema = grounded_schema(item_text, policy_ids)
     if len(schema["anyOf"]) < 2:
         return None
     branch = copy.deepcopy(schema["anyOf"][1])

@@ -23,9 +23,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from moderation.schema import DECISIONS, POLICY_IDS
+from moderation.schema import DECISIONS
+
+if TYPE_CHECKING:
+    from moderation.policy import Policy
 
 DECISION_PREFIX = '{"decision":"'
 NON_ALLOW = tuple(d for d in DECISIONS if d != "allow")
@@ -164,38 +167,45 @@ def decision_probes(messages: list[list[dict]], adapter: str | None = None) -> l
 
 
 def policy_probes(messages: list[list[dict]], decisions: list[dict[str, float]], verdicts: list[dict | None],
-                  adapter: str | None = None) -> list[LabelProbe]:
-    """The first-policy probe per item, conditioned on the item's own (or likeliest) non-allow decision."""
+                  policy_ids: Sequence[str], adapter: str | None = None) -> list[LabelProbe]:
+    """The first-policy probe per item over the taxonomy's ids, conditioned on the item's own (or likeliest)
+    non-allow decision."""
     probes = []
     for m, probs, verdict in zip(messages, decisions, verdicts):
         decision = verdict["decision"] if verdict and verdict["decision"] != "allow" else max(NON_ALLOW, key=lambda d: probs.get(d, 0.0))
-        probes.append(LabelProbe(m, policy_prefix(decision), POLICY_IDS, adapter))
+        probes.append(LabelProbe(m, policy_prefix(decision), tuple(policy_ids), adapter))
     return probes
 
 
-def check_thresholds(thresholds: Any, where: str) -> dict[str, float]:
-    """{policy id: number in [0, 1]}, as floats.
+def check_thresholds(thresholds: Any, where: str, policy: Policy) -> dict[str, float]:
+    """{policy id: number in [0, 1]}, as floats, for the policies of `policy`'s taxonomy.
 
     Raises:
-        ConfigError: not a mapping, an unknown policy id, or a value out of range (named with `where`).
+        ConfigError: not a mapping, a value out of range, or ids that `policy` does not define (a file
+            made for another taxonomy: the message names both); named with `where`.
     """
     from moderation.errors import ConfigError
 
     if not isinstance(thresholds, dict):
         raise ConfigError(f"{where}: expected {{policy id: number in [0, 1]}}, got {type(thresholds).__name__}")
-    bad = {k: v for k, v in thresholds.items()
-           if k not in POLICY_IDS or isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1}
+    foreign = sorted(k for k in thresholds if k not in policy.ids)
+    if foreign:
+        raise ConfigError(f"{where} was made for another taxonomy: it sets thresholds for {sorted(thresholds)}, "
+                          f"and {foreign} are not policies of {policy.describe()}; choose thresholds for this "
+                          "policy file (`moderation eval --llm-dev ... --write-thresholds`) or run without them")
+    bad = {k: v for k, v in thresholds.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1}
     if bad:
         raise ConfigError(f"{where}: expected {{policy id: number in [0, 1]}}, bad entries {bad}")
     return {k: float(v) for k, v in thresholds.items()}
 
 
-def load_thresholds(path: str | Path, flag: str = "--thresholds") -> dict[str, float]:
-    """A thresholds file ({policy id: number in [0, 1]}, as `moderation eval --llm-dev` writes), checked;
-    the one reader of thresholds files for run, serve, eval, review and merchants.
+def load_thresholds(path: str | Path, policy: Policy, flag: str = "--thresholds") -> dict[str, float]:
+    """A thresholds file ({policy id: number in [0, 1]}, as `moderation eval --llm-dev` writes), checked against
+    the taxonomy of `policy`; the one reader of thresholds files for run, serve, eval, review and merchants.
 
     Raises:
-        ConfigError: unreadable, not JSON, or not {policy id: number in [0, 1]} (named with `flag`).
+        ConfigError: unreadable, not JSON, not {policy id: number in [0, 1]}, or for another taxonomy
+            (named with `flag`).
     """
     import json
 
@@ -205,14 +215,14 @@ def load_thresholds(path: str | Path, flag: str = "--thresholds") -> dict[str, f
         thresholds = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{flag} {path}: {exc}") from None
-    return check_thresholds(thresholds, f"{flag} {path}")
+    return check_thresholds(thresholds, f"{flag} {path}", policy)
 
 
-def combine(decision: dict[str, float], policy: dict[str, float]) -> dict[str, Any]:
-    """The `scores` field of an output record."""
+def combine(decision: dict[str, float], policy: dict[str, float], policy_ids: Sequence[str]) -> dict[str, Any]:
+    """The `scores` field of an output record: one score per policy of the taxonomy."""
     violation = 1.0 - decision.get("allow", 0.0)
     return {
         "violation": round(violation, 5),
         "decisions": {d: round(p, 5) for d, p in decision.items()},
-        "policies": {p: round(violation * policy.get(p, 0.0), 5) for p in POLICY_IDS},
+        "policies": {p: round(violation * policy.get(p, 0.0), 5) for p in policy_ids},
     }

@@ -32,7 +32,7 @@ from moderation.baselines import TfidfBaseline
 from moderation.datasets import LabelledItem
 from moderation.errors import ConfigError
 from moderation.items import Item
-from moderation.schema import POLICY_IDS
+from moderation.policy import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,8 @@ class TfidfScorer:
     def from_baseline(cls, baseline: TfidfBaseline) -> TfidfScorer:
         v = baseline.vectorizer
         terms = np.array(sorted(v.vocabulary_, key=v.vocabulary_.get))
-        coef = np.zeros((len(POLICY_IDS), len(terms)))
-        intercept = np.zeros(len(POLICY_IDS))
-        fitted = np.zeros(len(POLICY_IDS), dtype=bool)
+        p = len(baseline.policy_ids)
+        coef, intercept, fitted = np.zeros((p, len(terms))), np.zeros(p), np.zeros(p, dtype=bool)
         for i, model in baseline.models.items():
             coef[i], intercept[i], fitted[i] = model.coef_[0], model.intercept_[0], True
         settings = {k: v.get_params()[k] for k in VECTORIZER_KEYS}
@@ -112,6 +111,7 @@ class Screen:
 
     Attributes:
         name: "tfidf", as written in each cleared record's `screen` field.
+        policies: the taxonomy it was fitted for (its score columns).
         threshold: items whose violation score is below it are cleared.
         card: what `screen.json` holds besides the threshold: settings, sets, dev figures, dates.
         sha: hash of the saved files (None until saved or when not loaded from disk).
@@ -119,8 +119,9 @@ class Screen:
 
     name = "tfidf"
 
-    def __init__(self, scorer: TfidfScorer, threshold: float, card: dict[str, Any], sha: str | None = None):
-        self.scorer, self.threshold, self.card, self.sha = scorer, float(threshold), card, sha
+    def __init__(self, scorer: TfidfScorer, policies: tuple[str, ...], threshold: float, card: dict[str, Any],
+                 sha: str | None = None):
+        self.scorer, self.policies, self.threshold, self.card, self.sha = scorer, tuple(policies), float(threshold), card, sha
 
     def violation_scores(self, items: list[Item]) -> np.ndarray:
         """The largest per-policy probability of each item."""
@@ -139,7 +140,7 @@ class Screen:
         directory.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(directory / ARRAYS, **self.scorer.arrays())
         card = {"format": FORMAT, "name": self.name, "threshold": self.threshold,
-                "vectorizer": self.scorer.settings, "policies": list(POLICY_IDS), **self.card}
+                "vectorizer": self.scorer.settings, "policies": list(self.policies), **self.card}
         (directory / CARD).write_text(json.dumps(card, indent=2) + "\n")
         self.sha = files_sha(directory)
         return self.sha
@@ -179,13 +180,15 @@ def dev_figures(scores: np.ndarray, violating: np.ndarray, threshold: float) -> 
             "skipped_violations": skipped, "recall_loss": skipped / bad if bad else 0.0}
 
 
-def fit_screen(train: list[LabelledItem], dev: list[LabelledItem], max_recall_loss: float = 0.01, *,
-               criterion: str = "every-set", max_features: int = 200_000, seed: int = 0) -> Screen:
-    """Train the TF-IDF scorer on `train` and choose the threshold on `dev`.
+def fit_screen(train: list[LabelledItem], dev: list[LabelledItem], policy_ids: tuple[str, ...],
+               max_recall_loss: float = 0.01, *, criterion: str = "every-set", max_features: int = 200_000,
+               seed: int = 0) -> Screen:
+    """Train the TF-IDF scorer on `train` and choose the threshold on `dev`, for a taxonomy's policies.
 
     Args:
         train: labelled items of the train splits.
         dev: labelled items of the dev splits (their `source` groups the per-set figures).
+        policy_ids: the taxonomy (the policy file's ids) the labels are in; a run refuses a screen of another.
         max_recall_loss, criterion, max_features, seed: see ScreenSettings.
 
     Returns:
@@ -195,7 +198,7 @@ def fit_screen(train: list[LabelledItem], dev: list[LabelledItem], max_recall_lo
     if not train or not dev:
         raise ConfigError(f"fit_screen needs train and dev items, got {len(train)} train and {len(dev)} dev")
     logger.info("screen: fitting TF-IDF on %d train items", len(train))
-    scorer = TfidfScorer.from_baseline(TfidfBaseline(settings.max_features, settings.seed).fit(train))
+    scorer = TfidfScorer.from_baseline(TfidfBaseline(policy_ids, settings.max_features, settings.seed).fit(train))
     scores = scorer.score([li.item for li in dev]).max(1)
     violating = np.array([bool(li.gold_violations) for li in dev])
     sources = np.array([li.source for li in dev])
@@ -210,15 +213,15 @@ def fit_screen(train: list[LabelledItem], dev: list[LabelledItem], max_recall_lo
             "train_items": len(train), "dev": figures,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     logger.info("screen: threshold %.4f clears %.1f%% of dev items", threshold, 100 * figures["pooled"]["cleared_share"])
-    return Screen(scorer, threshold, card)
+    return Screen(scorer, policy_ids, threshold, card)
 
 
-def load_screen(directory: str | Path) -> Screen:
-    """A screen saved by `Screen.save` (`moderation screen fit`).
+def load_screen(directory: str | Path, policy: Policy) -> Screen:
+    """A screen saved by `Screen.save` (`moderation screen fit`), for the taxonomy of `policy`.
 
     Raises:
         ConfigError: the directory or a file is missing, unreadable, inconsistent, or was fitted
-            for another policy taxonomy.
+            for another policy taxonomy (the message names both).
     """
     directory = Path(directory)
     where = f"screen {directory}"
@@ -230,22 +233,22 @@ def load_screen(directory: str | Path) -> Screen:
             arrays = {k: npz[k] for k in ("terms", "idf", "coef", "intercept", "fitted")}
     except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError, BadZipFile and pickled arrays are ValueErrors
         raise ConfigError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
-    _check(card, arrays, where)
+    _check(card, arrays, where, policy)
     meta = {k: v for k, v in card.items() if k not in ("format", "name", "threshold", "vectorizer", "policies")}
     scorer = TfidfScorer(card["vectorizer"], arrays["terms"], arrays["idf"], arrays["coef"], arrays["intercept"],
                          arrays["fitted"].astype(bool))
-    return Screen(scorer, card["threshold"], meta, files_sha(directory))
+    return Screen(scorer, policy.ids, card["threshold"], meta, files_sha(directory))
 
 
-def _check(card: dict, arrays: dict[str, np.ndarray], where: str) -> None:
+def _check(card: dict, arrays: dict[str, np.ndarray], where: str, policy: Policy) -> None:
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise ConfigError(f"{where}: {CARD} is not a {FORMAT} file")
     if not isinstance(card.get("threshold"), (int, float)) or not isinstance(card.get("vectorizer"), dict):
         raise ConfigError(f"{where}: {CARD} lacks a numeric threshold or the vectorizer settings")
-    if card.get("policies") != list(POLICY_IDS):  # coefficient rows follow POLICY_IDS' order
-        raise ConfigError(f"{where}: fitted for policies {card.get('policies')}, this version has {list(POLICY_IDS)}; "
-                          "fit it again with `moderation screen fit`")
-    p, v = len(POLICY_IDS), len(arrays["terms"])
+    if card.get("policies") != list(policy.ids):  # coefficient rows follow the taxonomy's order
+        raise ConfigError(f"{where} was fitted for another taxonomy, policies {card.get('policies')}; this run's policy "
+                          f"file is {policy.describe()}. Fit one for it: `moderation screen fit --policy FILE`")
+    p, v = len(policy.ids), len(arrays["terms"])
     shapes = {"idf": (v,), "coef": (p, v), "intercept": (p,), "fitted": (p,)}
     bad = {k: arrays[k].shape for k, s in shapes.items() if arrays[k].shape != s}
     if bad or arrays["terms"].dtype.kind != "U":

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from moderation.screen import Screen, ScreenSettings
-from moderation.settings import DATA_DIR_HELP, add_fields
+from moderation.settings import DATA_DIR_HELP, POLICY_HELP, add_fields
 
 
 def add_screen_parser(sub) -> None:
@@ -16,6 +16,7 @@ def add_screen_parser(sub) -> None:
     f.add_argument("-o", "--out-dir", required=True, help="where screen.json, model.npz and README.md go (for `run --screen`)")
     f.add_argument("--sets", help="comma-separated labelled sets (default: marketplace and every public set)")
     f.add_argument("--data-dir", help=DATA_DIR_HELP)
+    f.add_argument("--policy", help=POLICY_HELP + "; the screen is fitted for its taxonomy, and runs under another refuse it")
     add_fields(f, ScreenSettings, ["max_recall_loss", "criterion", "max_features"])
 
 
@@ -47,15 +48,21 @@ def card_markdown(screen: Screen, command: str | None) -> str:
 
 
 def cmd_screen(args) -> int:
-    from moderation.evalsets import load_set, parse_names, set_names
+    from moderation.evalsets import load_sets, parse_names, set_names
+    from moderation.policy import load_policy
     from moderation.screen import fit_screen
 
+    policy = load_policy(args.policy)
     sets = parse_names(args.sets, set_names(), "sets")
     print(f"loading the train and dev splits of {len(sets)} sets ...", file=sys.stderr)
-    train = [li for name in sets for li in load_set(name, "train", args.data_dir)]
-    dev = [li for name in sets for li in load_set(name, "dev", args.data_dir)]
+    train, skipped = load_sets(sets, "train", args.data_dir, policy)
+    dev, _ = load_sets(list(train), "dev", args.data_dir, policy)
+    for note in skipped:
+        print(f"note: {note}", file=sys.stderr)
+    train, dev = [li for items in train.values() for li in items], [li for items in dev.values() for li in items]
     print(f"fitting the TF-IDF screen on {len(train)} train items, threshold on {len(dev)} dev items ...", file=sys.stderr)
-    screen = fit_screen(train, dev, args.max_recall_loss, criterion=args.criterion, max_features=args.max_features)
+    screen = fit_screen(train, dev, policy.ids, args.max_recall_loss, criterion=args.criterion,
+                        max_features=args.max_features)
     out = Path(args.out_dir)
     screen.save(out)
     command = " ".join(["moderation", *sys.argv[1:]]) if sys.argv and "moderation" in sys.argv[0] else None

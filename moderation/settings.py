@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DATA_DIR_HELP = "public data sets directory (default ../shared/datasets, or $MODERATION_DATA_DIR)"
+POLICY_HELP = ("policy file: the taxonomy (policy ids, definitions, severities, actions) verdicts, scores and metrics "
+               "follow (default prompts/policy.yaml; see the README's policy section to write your own)")
 
 
 def add_fields(parser, cls: type, names: list[str] | None = None) -> None:

@@ -2,8 +2,9 @@
 
 A nightly dump that repeats yesterday's listings pays the LLM only for new or changed ones.
 Entries are keyed by (source, content_sha): the source is a hash of the model (weights hash),
-adapter (weights hash), backend, prompt template hash and policy version (batch.source_key), and
-content_sha hashes every field of the item but its id. Change any of them and the old entries
+adapter (weights hash), backend, prompt template hash, policy version, policy file hash and verdict
+schema id (the taxonomy), thresholds and scorer (batch.source_key), and content_sha hashes every field
+of the item but its id: two taxonomies never share an entry. Change any of them and the old entries
 simply stop matching.
 """
 

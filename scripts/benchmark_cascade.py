@@ -39,10 +39,12 @@ from moderation.evalsets import load_set, set_names  # noqa: E402
 from moderation.evaluate import gold_labels, llm_outputs, sample  # noqa: E402
 from moderation.factory import RunSettings, add_backend_args, run_moderator  # noqa: E402
 from moderation.metrics import macro_f1  # noqa: E402
+from moderation.policy import load_policy  # noqa: E402
 from moderation.runfile import read_records  # noqa: E402
 from moderation.screen import CRITERIA, fit_screen, load_screen  # noqa: E402
 
 # Sets on which both the LLM's policies and the TF-IDF screen have something to find.
+DEFAULT_POLICY = load_policy(None)  # the benchmark measures the shipped taxonomy (its sets are labelled in it)
 DEFAULT_SETS = "marketplace,openai_moderation,toxicchat,sms_smishing,davidson_hate"
 
 
@@ -85,12 +87,13 @@ class TimedScreen:
 
 def get_screen(args):
     if args.screen:
-        return load_screen(args.screen)
+        return load_screen(args.screen, DEFAULT_POLICY)
     sets = _names(args.fit_sets)
     print(f"fitting the screen on the train/dev splits of {len(sets)} sets ...", file=sys.stderr)
     train = [li for name in sets for li in load_set(name, "train", args.data_dir)]
     dev = [li for name in sets for li in load_set(name, "dev", args.data_dir)]
-    screen = fit_screen(train, dev, args.max_recall_loss, criterion=args.criterion, max_features=args.max_features)
+    screen = fit_screen(train, dev, DEFAULT_POLICY.ids, args.max_recall_loss, criterion=args.criterion,
+                        max_features=args.max_features)
     screen.save(Path(args.out_dir) / "screen")
     return screen
 
@@ -126,7 +129,7 @@ def quality(gold: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def predictions(items, records) -> np.ndarray:
-    llm = llm_outputs(items, records)
+    llm = llm_outputs(items, records, DEFAULT_POLICY.ids)
     return llm.flagged & llm.valid[:, None]
 
 
@@ -141,7 +144,7 @@ def compare(gold: np.ndarray, alone: np.ndarray, cascade: np.ndarray, cleared: n
 
 def set_result(items, runs: dict) -> dict:
     """Figures of one set, plus the arrays that pooling needs."""
-    gold, _ = gold_labels(items)
+    gold, _ = gold_labels(items, DEFAULT_POLICY.ids)
     (alone_records, alone_stats, _), (cascade_records, cascade_stats, screen_s) = runs["llm_only"], runs["cascade"]
     cleared = np.array([li.item.id in cascade_records and cascade_records[li.item.id].screen is not None for li in items])
     alone, cascade = predictions(items, alone_records), predictions(items, cascade_records)

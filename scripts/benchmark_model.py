@@ -50,12 +50,13 @@ from moderation.metrics import choose_thresholds, macro_f1  # noqa: E402
 from moderation.model import DEFAULT_ADAPTER, PROFILE_FILE, model_profile  # noqa: E402
 from moderation.policy import load_policy  # noqa: E402
 from moderation.report import splice_markdown  # noqa: E402
-from moderation.schema import POLICY_IDS  # noqa: E402
 
 TEST_SAMPLE = 500
 DEV_SAMPLE = 150
 START, END = "<!-- benchmark_model:start -->", "<!-- benchmark_model:end -->"
 OLD_ADAPTER_PROMPT = "prompts/moderate.short.v1.txt"
+DEFAULT_POLICY = load_policy(None)  # the shipped model's taxonomy: the one this script measures
+DEFAULT_IDS = DEFAULT_POLICY.ids
 
 
 def moderator(model: str, adapter: str | None = None, prompt: str | None = None, thresholds=None, heads: bool = True):
@@ -74,8 +75,8 @@ def moderator(model: str, adapter: str | None = None, prompt: str | None = None,
     if profile.heads and heads:
         from moderation.heads import load_heads
 
-        scorer = load_heads(profile.heads)
-    base = Moderator(backend, load_policy(None), load_template(prompt or profile.prompt), thresholds=thresholds,
+        scorer = load_heads(profile.heads, DEFAULT_POLICY)
+    base = Moderator(backend, DEFAULT_POLICY, load_template(prompt or profile.prompt), thresholds=thresholds,
                      scorer=scorer)
     return base.with_adapter(adapters[0]) if adapters else base
 
@@ -91,7 +92,7 @@ def cached_scores(mod, items, path: Path, chunk: int = 64) -> np.ndarray:
         for li, scores in zip(batch, mod.score([li.item for li in batch])):
             done[li.item.id] = scores["policies"]
         path.write_text(json.dumps(done))
-    return np.array([[done[li.item.id][p] for p in POLICY_IDS] for li in items])
+    return np.array([[done[li.item.id][p] for p in DEFAULT_IDS] for li in items])
 
 
 @functools.cache
@@ -151,7 +152,7 @@ def dev_thresholds(data: dict, out: Path, max_fpr: float, heads: bool = True) ->
     scores, gold = {}, {}
     for name, parts in data.items():
         scores[name] = cached_scores(mod, parts["dev"], default_dir(out, heads) / f"{name}-dev.json")
-        gold[name] = gold_labels(parts["dev"])[0]
+        gold[name] = gold_labels(parts["dev"], DEFAULT_IDS)[0]
     mod.backend.close()
     thresholds = choose_thresholds(np.vstack(list(scores.values())), np.vstack(list(gold.values())), grid=GRID)
     return cap_clean_fpr(thresholds, scores["marketplace"], gold["marketplace"], max_fpr)
@@ -159,7 +160,7 @@ def dev_thresholds(data: dict, out: Path, max_fpr: float, heads: bool = True) ->
 
 def choose_shipped_thresholds(data: dict, out: Path, max_fpr: float) -> dict[str, float]:
     """The shipped thresholds (`dev_thresholds` of the heads), written into the adapter's profile."""
-    chosen = {p: round(float(t), 4) for p, t in zip(POLICY_IDS, dev_thresholds(data, out, max_fpr))}
+    chosen = {p: round(float(t), 4) for p, t in zip(DEFAULT_IDS, dev_thresholds(data, out, max_fpr))}
     profile_path = DEFAULT_ADAPTER / PROFILE_FILE
     profile = json.loads(profile_path.read_text())
     profile["thresholds"] = chosen
@@ -182,7 +183,7 @@ def binary_f1(labels) -> float:
 
 def default_system(data: dict, out: Path, policy, results: dict, n_boot: int) -> None:
     thresholds = model_profile("default").thresholds
-    cut = np.array([thresholds.get(p, 1.01) for p in POLICY_IDS])
+    cut = np.array([thresholds.get(p, 1.01) for p in DEFAULT_IDS])
     mod = moderator("default", thresholds=thresholds)
     for name, parts in data.items():
         test = parts["test"]
@@ -236,7 +237,7 @@ def generated_system(system: str, mod, data: dict, out: Path, policy, results: d
 def tfidf_systems(data: dict, policy, results: dict, n_boot: int) -> None:
     train = [li for parts in data.values() for li in parts["train"]]
     for system, items in (("tfidf", train), ("tfidf+corpus", train + load_corpus())):
-        model = TfidfBaseline().fit(items)
+        model = TfidfBaseline(DEFAULT_IDS).fit(items)
         for name, parts in data.items():
             results[system][name] = evaluate_baseline(model, name, parts["dev"], parts["test"], policy, n_boot)
 

@@ -217,10 +217,10 @@ def classify_only(settings, items: list) -> tuple[dict, dict]:
     from moderation.prompts import load_template
     from moderation.runfile import RunRecord
 
-    scorer, thresholds = run_scorer(settings), run_thresholds(settings)
+    policy = load_policy(settings.policy)  # the moderator score first uses, without an engine (a scorer needs none)
+    scorer, thresholds = run_scorer(settings, policy), run_thresholds(settings, policy)
     if scorer is None or not thresholds:
         raise SystemExit(f"--model {settings.model} ships no policy heads and thresholds: no classification-only pass")
-    policy = load_policy(None)  # the moderator score first uses, without an engine (a scorer needs none)
     moderator = Moderator(None, policy, load_template(model_profile_for(settings).prompt), thresholds=thresholds, scorer=scorer)
     records = {}
     for start in range(0, len(items), settings.chunk_size):

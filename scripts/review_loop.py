@@ -247,17 +247,16 @@ class TestSplits:
         from moderation.heads import load_heads
         from moderation.metrics import Labels, label_matrix
         from moderation.pipeline import decide
-        from moderation.schema import POLICY_IDS
 
-        scorer = load_heads(heads_dir)
+        scorer, ids = load_heads(heads_dir, self.policy), self.policy.ids
         out = {}
         for name, items in self.sets.items():
             scores = np.round((scorer.heads.score(self.x[name]) + scorer.lexical.score_texts(self.texts[name])) / 2, 5)
-            decided = [decide({"policies": dict(zip(POLICY_IDS, row))}, thresholds, self.policy) for row in scores]
-            gold, gold_decision = gold_labels(items)
-            pred = label_matrix([set(d.policies) for d in decided])
+            decided = [decide({"policies": dict(zip(ids, row))}, thresholds, self.policy) for row in scores]
+            gold, gold_decision = gold_labels(items, ids)
+            pred = label_matrix([set(d.policies) for d in decided], ids)
             out[name] = Labels(gold, pred, scores, gold_decision, np.array([d.decision for d in decided], dtype=object),
-                               np.ones(len(items), dtype=bool))
+                               np.ones(len(items), dtype=bool), ids)
         return out
 
 

@@ -14,7 +14,7 @@ from moderation.errors import ConfigError, InputError
 from moderation.items import read_items
 from moderation.model import Adapter
 from moderation.runfile import OutputFile, repair_tail
-from moderation.schema import parse_verdict
+from moderation.schema import DEFAULT_POLICY_IDS, parse_verdict
 
 
 def run(moderator, src, out, **options):
@@ -154,7 +154,7 @@ def test_kill_9_at_any_moment_loses_and_duplicates_nothing(tmp_path):
     items = {row.id: row for _, row in read_items(src)}
     for record in records:
         if "verdict" in record:
-            parse_verdict(json.dumps(record["verdict"]), items[record["id"]].text())
+            parse_verdict(json.dumps(record["verdict"]), items[record["id"]].text(), DEFAULT_POLICY_IDS)
 
 
 def test_a_resumed_run_reuses_the_verdicts_already_in_the_file(tmp_path, make_moderator):

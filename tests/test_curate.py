@@ -25,7 +25,7 @@ from moderation.dedup import MinHashIndex, jaccard
 from moderation.evalsets import load_set
 from moderation.items import Item
 from moderation.prompts import load_template
-from moderation.schema import parse_verdict
+from moderation.schema import DEFAULT_POLICY_IDS, parse_verdict
 
 SHORT = load_template("prompts/moderate.short.v1.txt")
 ITEM2 = {"id": "L3", "kind": "listing", "title": "Rolex Submariner replica AAA quality, full set",
@@ -106,7 +106,7 @@ def test_gold_verdicts_pass_parse_verdict_for_every_marketplace_train_item(polic
     for li in load_set("marketplace", "train"):
         verdict = gold_verdict(li, policy)
         assert verdict is not None, li.item.id
-        parsed = parse_verdict(verdict_json(verdict), li.item.text())
+        parsed = parse_verdict(verdict_json(verdict), li.item.text(), DEFAULT_POLICY_IDS)
         assert {v["policy"] for v in parsed["violations"]} == set(li.gold_violations) or len(li.gold_violations) > 3
         assert len(parsed["rationale"]) <= 100
 
@@ -227,7 +227,7 @@ def test_gold_evidence_becomes_a_quotable_candidate(policy):
     quotes = {v["policy"]: v["evidence"] for v in verdict["violations"]}
     assert quotes["off_platform_transaction"] == "Pay on WhatsApp +1 555 0100 200 only"  # a whole clause, as given
     assert "UA 1" in quotes["counterfeit_ip"]  # the clause holding the quote, split at ':' like constrained decoding
-    parse_verdict(json.dumps(verdict), li.item.text())
+    parse_verdict(json.dumps(verdict), li.item.text(), DEFAULT_POLICY_IDS)
     assert quoted_evidence("no match here", "something else") is None
 
 

@@ -8,8 +8,11 @@ from moderation.errors import ConfigError
 from moderation.factory import RunSettings, run_thresholds
 from moderation.items import Item
 from moderation.model import DEFAULT_ADAPTER, PROFILE_FILE, PROJECT_ROOT, load_adapter, model_profile
-from moderation.schema import POLICY_IDS
+from moderation.policy import load_policy
+from moderation.schema import DEFAULT_POLICY_IDS
 from moderation.scoring import check_thresholds
+
+POLICY = load_policy()
 
 
 def args(**kw):
@@ -22,8 +25,8 @@ def test_default_profile_names_the_adapter_its_prompt_and_thresholds():
     assert profile.label == f"default:SmolLM2-135M-Instruct+{DEFAULT_ADAPTER.name}"
     shipped = json.loads((DEFAULT_ADAPTER / PROFILE_FILE).read_text())
     assert profile.prompt == str(PROJECT_ROOT / shipped["prompt"]) and (PROJECT_ROOT / shipped["prompt"]).is_file()
-    assert set(profile.thresholds) == set(POLICY_IDS)
-    assert check_thresholds(profile.thresholds, "shipped") == profile.thresholds
+    assert set(profile.thresholds) == set(DEFAULT_POLICY_IDS)
+    assert check_thresholds(profile.thresholds, "shipped", POLICY) == profile.thresholds
     assert model_profile("base").thresholds is None and model_profile("base").prompt is None
     assert model_profile("/models/x").label == "/models/x"
 
@@ -37,17 +40,17 @@ def test_the_shipped_adapter_is_a_small_lora_on_the_default_base():
 
 
 def test_run_applies_the_shipped_thresholds_by_default_and_one_flag_removes_them(tmp_path):
-    assert run_thresholds(args()) == model_profile("default").thresholds
-    assert run_thresholds(args(thresholds="none")) is None
-    assert run_thresholds(args(model="base")) is None  # zero-shot: verdicts from generation
-    assert run_thresholds(args(backend="fake")) is None  # the thresholds belong to the model's own scores
-    assert run_thresholds(args(scores=False)) is None
+    assert run_thresholds(args(), POLICY) == model_profile("default").thresholds
+    assert run_thresholds(args(thresholds="none"), POLICY) is None
+    assert run_thresholds(args(model="base"), POLICY) is None  # zero-shot: verdicts from generation
+    assert run_thresholds(args(backend="fake"), POLICY) is None  # the thresholds belong to the model's own scores
+    assert run_thresholds(args(scores=False), POLICY) is None
     own = tmp_path / "t.json"
     own.write_text(json.dumps({"spam": 0.3}))
-    assert run_thresholds(args(thresholds=str(own))) == {"spam": 0.3}
+    assert run_thresholds(args(thresholds=str(own)), POLICY) == {"spam": 0.3}
     own.write_text(json.dumps({"spam": 3}))
     with pytest.raises(ConfigError, match="bad entries"):
-        run_thresholds(args(thresholds=str(own)))
+        run_thresholds(args(thresholds=str(own)), POLICY)
 
 
 @pytest.mark.slow

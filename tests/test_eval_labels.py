@@ -9,7 +9,10 @@ from conftest import ROOT
 from moderation.cli import main
 from moderation.errors import ConfigError
 from moderation.labels import LabelOptions, read_labelled
+from moderation.policy import load_policy
 from moderation.schema import DECISIONS
+
+POLICY = load_policy()
 
 # (kind, title, description, text, gold policies, gold decision, region, language)
 ROWS = [
@@ -67,11 +70,11 @@ def test_eval_scores_a_labelled_csv_end_to_end_with_every_system(tmp_path):
 def test_a_single_label_column_stands_for_one_policy(tmp_path):
     path = tmp_path / "scam.csv"
     path.write_text("id,title,is_scam\na,Send a deposit by wire first,1\nb,Oak table,0\nc,Gift cards only,yes\n")
-    labelled = read_labelled(path, LabelOptions(columns="label=is_scam", label_policy="fraud_scam"))
+    labelled = read_labelled(path, LabelOptions(columns="label=is_scam", label_policy="fraud_scam"), POLICY)
     assert [sorted(li.gold_violations) for li in labelled.split("test")] == [["fraud_scam"], [], ["fraud_scam"]]
     assert all(li.gold_decision is None for li in labelled.split("test"))
     with pytest.raises(ConfigError, match="needs --label-policy"):
-        read_labelled(path, LabelOptions(columns="label=is_scam"))
+        read_labelled(path, LabelOptions(columns="label=is_scam"), POLICY)
 
 
 def test_rows_with_bad_gold_are_left_out_and_counted(tmp_path):
@@ -82,9 +85,9 @@ def test_rows_with_bad_gold_are_left_out_and_counted(tmp_path):
         {"id": "c", "title": "Chair"},
         {"id": "d", "title": "Desk", "violations": [], "decision": "delete"},
     ]) + "\n")
-    labelled = read_labelled(path, LabelOptions())
+    labelled = read_labelled(path, LabelOptions(), POLICY)
     assert [li.item.id for li in labelled.split("test")] == ["a"]
-    assert labelled.skipped == {"unknown policy id 'weapons' in violations": 1,
+    assert labelled.skipped == {"unknown policy id 'weapons' in violations (not an id or label_map entry of the policy file)": 1,
                                 "no gold: no 'violations' or 'label' column value": 1,
                                 f"decision 'delete' is not one of {list(DECISIONS)}": 1}
 

@@ -9,7 +9,7 @@ from moderation.datasets import LabelledItem
 from moderation.evalsets import load_set
 from moderation.evaluate import evaluate_baseline, injection_robustness, sample, score_labels
 from moderation.items import Item
-from moderation.schema import POLICY_IDS
+from moderation.schema import DEFAULT_POLICY_IDS
 
 
 def li(i, violations=(), split="test", tags=()):
@@ -23,8 +23,8 @@ class ScoreByTitle:
     name, tunable = "fake", True
 
     def score(self, items):
-        s = np.zeros((len(items), len(POLICY_IDS)))
-        s[:, POLICY_IDS.index("spam")] = [int(it.fields["title"].split()[1]) / 100 for it in items]
+        s = np.zeros((len(items), len(DEFAULT_POLICY_IDS)))
+        s[:, DEFAULT_POLICY_IDS.index("spam")] = [int(it.fields["title"].split()[1]) / 100 for it in items]
         return s
 
 
@@ -42,9 +42,9 @@ def test_thresholds_are_chosen_on_dev_and_cannot_see_test_labels(policy):
 def test_injection_robustness_compares_with_plain_misses(policy):
     items = [li(0, ["spam"], tags=["adversarial:injection"]), li(1, ["spam"], tags=["adversarial:injection"]),
              li(2, ["spam"]), li(3, ["spam"]), li(4, [])]
-    scores = np.zeros((5, len(POLICY_IDS)))
-    scores[[1, 2, 3], POLICY_IDS.index("spam")] = 1.0
-    labels = score_labels(items, scores, np.full(len(POLICY_IDS), 0.5), np.ones(5, dtype=bool), policy)
+    scores = np.zeros((5, len(DEFAULT_POLICY_IDS)))
+    scores[[1, 2, 3], DEFAULT_POLICY_IDS.index("spam")] = 1.0
+    labels = score_labels(items, scores, np.full(len(DEFAULT_POLICY_IDS), 0.5), np.ones(5, dtype=bool), policy)
     assert injection_robustness(items, labels) == {"injection_success_rate": 0.5, "injection_items": 2,
                                                    "plain_violation_miss_rate": 0.0}
 

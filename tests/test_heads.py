@@ -10,8 +10,11 @@ from moderation.baselines import TfidfBaseline
 from moderation.errors import ConfigError
 from moderation.heads import CARD_FILE, HEADS_FILE, PREFIX_END, HiddenFeatures, PolicyHeads, has_heads, load_heads, save_heads, user_text
 from moderation.items import Item
-from moderation.schema import POLICY_IDS
+from moderation.policy import load_policy
+from moderation.schema import DEFAULT_POLICY_IDS
 from moderation.screen import TfidfScorer
+
+POLICY = load_policy()
 
 SPAM = ["WIN a free cruise, text CLAIM now", "FREE iPhone!!! click the link, claim today", "You won $1000, reply WIN"]
 CLEAN = ["Oak dining table, seats six", "Children's picture books, set of ten", "Stainless steel water bottle"]
@@ -36,8 +39,8 @@ def tiny_model(tmp_path_factory):
 
 
 def labels(n_spam, n_clean):
-    y = np.zeros((n_spam + n_clean, len(POLICY_IDS)), dtype=int)
-    y[:n_spam, POLICY_IDS.index("spam")] = 1
+    y = np.zeros((n_spam + n_clean, len(DEFAULT_POLICY_IDS)), dtype=int)
+    y[:n_spam, DEFAULT_POLICY_IDS.index("spam")] = 1
     return y
 
 
@@ -68,25 +71,25 @@ def test_heads_separate_what_they_were_fitted_on_and_score_zero_without_positive
     x = np.vstack([rng.normal(1.0, 1.0, (40, 8)), rng.normal(-1.0, 1.0, (40, 8))])
     heads = PolicyHeads.fit(x, labels(40, 40))
     scores = heads.score(x)
-    spam = POLICY_IDS.index("spam")
+    spam = DEFAULT_POLICY_IDS.index("spam")
     assert scores[:40, spam].mean() > 0.8 > 0.2 > scores[40:, spam].mean()
-    assert scores[:, POLICY_IDS.index("self_harm")].max() < 1e-6  # no positives: never flags
+    assert scores[:, DEFAULT_POLICY_IDS.index("self_harm")].max() < 1e-6  # no positives: never flags
 
 
 def test_saved_heads_load_and_score_like_the_fitted_ones(tmp_path, tiny_model):
     texts, y = SPAM * 4 + CLEAN * 4, labels(12, 12)
     features = HiddenFeatures(tiny_model, layers=(2, 4))
     heads = PolicyHeads.fit(features(texts), y)
-    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=500).fit_texts(texts, y))
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(DEFAULT_POLICY_IDS, max_features=500).fit_texts(texts, y))
     expected = (heads.score(features(texts)) + lexical.score_texts(texts)) / 2
     assert not has_heads(tmp_path)
-    sha = save_heads(tmp_path, heads, lexical, {"model": tiny_model, "layers": [2, 4]})
-    scorer = load_heads(tmp_path)
+    sha = save_heads(tmp_path, heads, lexical, {"model": tiny_model, "layers": [2, 4]}, DEFAULT_POLICY_IDS)
+    scorer = load_heads(tmp_path, POLICY)
     assert has_heads(tmp_path) and scorer.sha == sha
     np.testing.assert_allclose(scorer.policy_scores(texts), expected, atol=1e-4)
     messages = [[{"role": "system", "content": "rules"}, {"role": "user", "content": t}] for t in (SPAM[0], CLEAN[0])]
     first, second = scorer.score(messages)
-    assert set(first["policies"]) == set(POLICY_IDS) and first["scorer"] == "heads"
+    assert set(first["policies"]) == set(DEFAULT_POLICY_IDS) and first["scorer"] == "heads"
     assert first["policies"]["spam"] > second["policies"]["spam"]
     assert first["violation"] == max(first["policies"].values())
     assert user_text(messages[0]) == SPAM[0]
@@ -95,19 +98,19 @@ def test_saved_heads_load_and_score_like_the_fitted_ones(tmp_path, tiny_model):
 def test_broken_or_foreign_heads_are_config_errors(tmp_path, tiny_model):
     texts, y = SPAM * 2 + CLEAN * 2, labels(6, 6)
     features = HiddenFeatures(tiny_model, layers=(2,))
-    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=200).fit_texts(texts, y))
-    save_heads(tmp_path, PolicyHeads.fit(features(texts), y), lexical, {"model": tiny_model, "layers": [2]})
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(DEFAULT_POLICY_IDS, max_features=200).fit_texts(texts, y))
+    save_heads(tmp_path, PolicyHeads.fit(features(texts), y), lexical, {"model": tiny_model, "layers": [2]}, DEFAULT_POLICY_IDS)
     card = json.loads((tmp_path / CARD_FILE).read_text())
     (tmp_path / CARD_FILE).write_text(json.dumps({**card, "layers": [2, 4]}))
     with pytest.raises(ConfigError, match="features"):
-        load_heads(tmp_path)
+        load_heads(tmp_path, POLICY)
     (tmp_path / CARD_FILE).write_text(json.dumps({**card, "policies": ["spam"]}))
-    with pytest.raises(ConfigError, match="fitted for policies"):
-        load_heads(tmp_path)
+    with pytest.raises(ConfigError, match="fitted for another taxonomy.*Marketplace content policy"):
+        load_heads(tmp_path, POLICY)
     (tmp_path / CARD_FILE).write_text(json.dumps(card))
     (tmp_path / HEADS_FILE).write_bytes(b"not an npz")
     with pytest.raises(ConfigError, match="unreadable"):
-        load_heads(tmp_path)
+        load_heads(tmp_path, POLICY)
 
 
 class FixedScorer:
@@ -121,7 +124,7 @@ class FixedScorer:
     def score(self, messages):
         out = []
         for m in messages:
-            policies = {p: 0.0 for p in POLICY_IDS}
+            policies = {p: 0.0 for p in DEFAULT_POLICY_IDS}
             policies["spam"] = self.spam_score(user_text(m))
             out.append({"violation": max(policies.values()), "policies": policies, "scorer": "heads"})
         return out
@@ -156,7 +159,7 @@ def test_score_first_records_of_a_run_validate_and_every_flagged_item_has_a_gene
     items = [Item(f"s{i}", "listing", {"title": t}) for i, t in enumerate(SPAM + CLEAN)]
     BatchRunner(moderator, RunOptions(chunk_size=2, thresholds=thresholds)).run([(i + 1, item) for i, item in enumerate(items)], tmp_path / "out.jsonl")
     records = list(read_output(tmp_path / "out.jsonl"))
-    validator = Draft202012Validator(verdict_schema())
+    validator = Draft202012Validator(verdict_schema(DEFAULT_POLICY_IDS))
     assert len(records) == len(items)
     for record, item in zip(records, items):
         assert not list(validator.iter_errors(record["verdict"]))
@@ -175,9 +178,9 @@ def test_run_scores_with_the_heads_named_by_the_heads_flag(tmp_path, tiny_model)
     from moderation.runfile import read_output
 
     texts, y = SPAM * 4 + CLEAN * 4, labels(12, 12)
-    lexical = TfidfScorer.from_baseline(TfidfBaseline(max_features=500).fit_texts(texts, y))
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(DEFAULT_POLICY_IDS, max_features=500).fit_texts(texts, y))
     sha = save_heads(tmp_path, PolicyHeads.fit(HiddenFeatures(tiny_model, layers=(2,))(texts), y), lexical,
-                     {"model": tiny_model, "layers": [2]})
+                     {"model": tiny_model, "layers": [2]}, DEFAULT_POLICY_IDS)
     dump = tmp_path / "dump.jsonl"
     dump.write_text("".join(json.dumps({"id": f"i{n}", "title": t}) + "\n" for n, t in enumerate(SPAM + CLEAN)))
     (tmp_path / "t.json").write_text(json.dumps({"spam": 0.5}))

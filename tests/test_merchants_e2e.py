@@ -11,6 +11,7 @@ from moderation.cli import main
 from moderation.errors import InputError
 from moderation.merchants.enforcement import load_enforcement
 from moderation.merchants.store import MerchantStore, as_of, decide_appeal
+from moderation.policy import load_policy
 from moderation.review.store import Store
 
 NOW = "2026-11-23"
@@ -72,7 +73,7 @@ def test_run_to_tiers_appeal_overturn_and_recomputed_tier(scored, capsys):
     assert check.item["id"] == "l5" and check.sample["reason"] == "A lamp in Victorian style"
     record = mstore.health("oak_and_iron")[0]
     assert [v["under_appeal"] for v in record["violations"] if v["counts"]] == [True]
-    result = decide_appeal(mstore, appeal["appeal_id"], "lee", overturn=True, config=load_enforcement(), now=as_of(NOW))
+    result = decide_appeal(mstore, appeal["appeal_id"], "lee", overturn=True, config=load_enforcement(load_policy()), now=as_of(NOW))
     assert result["appeals_resolved"][0]["status"] == "overturned"
     assert tiers(url)["oak_and_iron"] == "good"
     record = mstore.health("oak_and_iron")[0]
@@ -97,7 +98,7 @@ def test_an_upheld_appeal_keeps_the_strike(scored):
         mstore.file_appeal("replica_king", ["l1"])
     with pytest.raises(InputError, match="no counted strike"):
         mstore.file_appeal("oak_and_iron", ["l4"])
-    decide_appeal(mstore, appeal["appeal_id"], "lee", overturn=False, config=load_enforcement(), now=as_of(NOW))
+    decide_appeal(mstore, appeal["appeal_id"], "lee", overturn=False, config=load_enforcement(load_policy()), now=as_of(NOW))
     assert mstore.appeals("replica_king")[0]["status"] == "upheld"
     assert tiers(url)["replica_king"] == "suspended"
     store.close()

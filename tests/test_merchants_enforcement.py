@@ -8,13 +8,14 @@ from conftest import ROOT
 
 from moderation.errors import ConfigError
 from moderation.merchants.enforcement import Escalation, Strike, Tier, health, load_enforcement
+from moderation.policy import load_policy
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 @pytest.fixture
 def config():
-    return load_enforcement()
+    return load_enforcement(load_policy())
 
 
 def strike(policy="counterfeit_ip", severity="high", days_ago=0.0, item="i1"):
@@ -77,7 +78,7 @@ def test_config_errors_name_the_field(tmp_path):
         path = tmp_path / "e.yaml"
         path.write_text(yaml.safe_dump({**data, **change}))
         with pytest.raises(ConfigError, match=message):
-            load_enforcement(path)
+            load_enforcement(load_policy(), path)
     with pytest.raises(ConfigError, match="tier 'banned'"):
         from moderation.merchants.enforcement import Enforcement
         Enforcement("v", 90, {"low": 1, "medium": 2, "high": 3, "critical": 4},

@@ -24,7 +24,7 @@ def labels(gold_sets, pred_sets, scores=None, gold_dec=None, pred_dec=None):
     n = len(gold)
     return Labels(gold, pred, pred.astype(float) if scores is None else np.asarray(scores, dtype=float),
                   np.array(gold_dec or [None] * n, dtype=object), np.array(pred_dec or [None] * n, dtype=object),
-                  np.ones(n, dtype=bool))
+                  np.ones(n, dtype=bool), P)
 
 
 def test_prf_by_hand():
@@ -39,7 +39,7 @@ def test_prf_by_hand():
 def test_point_metrics_by_hand():
     lab = labels([{"a"}, {"a", "b"}, set(), {"b"}], [{"a"}, {"b"}, {"a"}, set()],
                  gold_dec=["remove", "remove", "allow", None], pred_dec=["remove", "review", "remove", "allow"])
-    m = point_metrics(lab, P)
+    m = point_metrics(lab)
     assert m["micro_f1"] == pytest.approx(2 * 2 / (4 + 3))
     assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)  # c is absent from gold: not averaged
     assert m["decision_accuracy"] == pytest.approx(1 / 3)
@@ -52,7 +52,7 @@ def test_ranking_and_tpr_at_fpr():
     assert tpr_at_fpr(y, score, 0.0) == pytest.approx(0.6)
     assert tpr_at_fpr(y, score, 0.7) == pytest.approx(1.0)
     lab = labels([{"a"}] * 5 + [set()] * 5, [{"a"}] * 10, scores=[[s, 0, 0] for s in [.9, .8, .7, .6, .2, .5, .4, .3, .1, .05]])
-    r = ranking_metrics(lab, P)
+    r = ranking_metrics(lab)
     assert r["a/roc_auc"] == pytest.approx(22 / 25) and "b/auprc" not in r
 
 
@@ -61,10 +61,10 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     gold = [set(["a"]) if x else set() for x in rng.random(300) < 0.3]
     pred = [g if rng.random() < 0.8 else ({"a"} - g) for g in gold]
     lab = labels(gold, pred)
-    a = bootstrap(lab, lambda l: point_metrics(l, P), n_boot=200, seed=3)
-    assert a == bootstrap(lab, lambda l: point_metrics(l, P), n_boot=200, seed=3)
+    a = bootstrap(lab, lambda l: point_metrics(l), n_boot=200, seed=3)
+    assert a == bootstrap(lab, lambda l: point_metrics(l), n_boot=200, seed=3)
     low, high = a["micro_f1"]
-    assert low < point_metrics(lab, P)["micro_f1"] < high
+    assert low < point_metrics(lab)["micro_f1"] < high
 
 
 def test_thresholds_maximise_dev_f1():

@@ -5,7 +5,7 @@ import pytest
 from moderation.backends.base import Generation
 from moderation.errors import ConfigError
 from moderation.items import Item
-from moderation.schema import verdict_schema
+from moderation.schema import DEFAULT_POLICY_IDS, verdict_schema
 
 GOOD = json.dumps({"decision": "allow", "violations": [], "rationale": "fine"})
 
@@ -49,14 +49,15 @@ def test_grounded_evidence_switches_the_schema(make_moderator):
     item = Item("a", "listing", {"title": "Replica watch"})
     grounded = make_moderator().request(item, 1).schema
     assert "Replica watch" in grounded["$defs"]["violation"]["properties"]["evidence"]["enum"]
-    assert make_moderator(grounded_evidence=False).request(item, 1).schema == verdict_schema()
+    assert make_moderator(grounded_evidence=False).request(item, 1).schema == verdict_schema(DEFAULT_POLICY_IDS)
 
 
 def test_provenance_names_model_prompt_and_policy(make_moderator, template, policy):
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
-    assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version",
-                      "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars"}
+    assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "policy_sha",
+                      "schema_id", "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars"}
+    assert p["policy_sha"] == policy.sha and p["schema_id"] == policy.schema_id == verdict_schema(policy.ids)["$id"]
 
 
 def test_a_rationale_budget_narrows_the_schema_and_is_bounded_by_the_verdict_schema(make_moderator):
@@ -135,7 +136,7 @@ def test_settle_and_decided_schema(policy):
                      Decided("remove", ("counterfeit_ip",)), policy, text)
     assert verdict["decision"] == "remove" and verdict["violations"][0]["evidence"] in text
     assert verdict["violations"][0]["severity"] == policy.entry("counterfeit_ip").severity
-    schema = decided_schema(text, "remove", ["counterfeit_ip", "spam"])
+    schema = decided_schema(text, "remove", ["counterfeit_ip", "spam"], DEFAULT_POLICY_IDS)
     [branch] = schema["anyOf"]
     assert branch["properties"]["violations"]["items"]["properties"]["policy"] == {"enum": ["counterfeit_ip", "spam"]}
-    assert decided_schema("", "remove", ["spam"]) is None
+    assert decided_schema("", "remove", ["spam"], DEFAULT_POLICY_IDS) is None

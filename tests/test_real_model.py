@@ -14,7 +14,7 @@ from moderation.batch import BatchRunner, RunOptions, summarize
 from moderation.items import Item, read_items
 from moderation.model import MANIFEST, find_gguf, prepare_base_model
 from moderation.pipeline import Moderator
-from moderation.schema import parse_verdict
+from moderation.schema import DEFAULT_POLICY_IDS, parse_verdict
 
 pytestmark = pytest.mark.slow
 N_ITEMS = 24
@@ -36,7 +36,7 @@ def check_output(path, n):
     items = {r.id: r for _, r in demo_rows(n)}
     for record in records:
         if "verdict" in record:
-            parse_verdict(json.dumps(record["verdict"]), items[record["id"]].text())
+            parse_verdict(json.dumps(record["verdict"]), items[record["id"]].text(), DEFAULT_POLICY_IDS)
         else:
             assert record["error"]["stage"] == "model" and record["error"]["raw"] is not None
     return summarize(path)

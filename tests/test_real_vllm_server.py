@@ -17,7 +17,7 @@ from conftest import DEMO, read_jsonl, write_jsonl
 from moderation.cli import main
 from moderation.items import ReadLimits, build_item
 from moderation.model import prepare_base_model
-from moderation.schema import parse_verdict
+from moderation.schema import DEFAULT_POLICY_IDS, parse_verdict
 
 pytestmark = pytest.mark.slow
 
@@ -88,4 +88,4 @@ def test_moderation_run_through_vllm_serve_gives_valid_verdicts(vllm_server, tmp
         assert all(r["provenance"]["backend"] == "openai" and r["provenance"]["model"] == model for r in records)
         for r in valid:
             item = build_item(texts[r["id"]], 1, columns={}, default_kind="listing", limits=ReadLimits())
-            parse_verdict(json.dumps(r["verdict"]), item.text())
+            parse_verdict(json.dumps(r["verdict"]), item.text(), DEFAULT_POLICY_IDS)

@@ -11,7 +11,7 @@ from moderation.metrics import label_matrix
 from moderation.report import markdown
 from moderation.report_html import html_page
 from moderation.report_plots import confusion_cells, plot_set
-from moderation.schema import POLICY_IDS
+from moderation.schema import DEFAULT_POLICY_IDS
 
 
 def labelled(i, violations=(), decision=None, language="en"):
@@ -20,9 +20,9 @@ def labelled(i, violations=(), decision=None, language="en"):
 
 
 def result(system, items, flagged, policy, set_name="shop"):
-    scores = label_matrix(flagged).astype(float)
-    labels = score_labels(items, scores, np.full(len(POLICY_IDS), 0.5), np.ones(len(items), dtype=bool), policy)
-    return finish(system, set_name, items, labels, np.full(len(POLICY_IDS), 0.5), {}, n_boot=20)
+    scores = label_matrix(flagged, DEFAULT_POLICY_IDS).astype(float)
+    labels = score_labels(items, scores, np.full(len(DEFAULT_POLICY_IDS), 0.5), np.ones(len(items), dtype=bool), policy)
+    return finish(system, set_name, items, labels, np.full(len(DEFAULT_POLICY_IDS), 0.5), {}, n_boot=20)
 
 
 @pytest.fixture

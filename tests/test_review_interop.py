@@ -8,9 +8,9 @@ from review_services import entries
 
 from moderation.cli import main
 from moderation.review import dashboard
-from moderation.review.interop import LABEL_CONFIG, export_label_studio, import_label_studio, label_studio_tasks
+from moderation.review.interop import export_label_studio, import_label_studio, label_config, label_studio_tasks
 from moderation.review.store import Store
-from moderation.schema import verdict_schema
+from moderation.schema import DEFAULT_POLICY_IDS, verdict_schema
 
 CONTRACT = {"check_id", "queue", "item", "model_verdict", "provenance", "review_decision", "reviewer_verdict",
             "reviewer", "notes", "created_at", "updated_at"}
@@ -39,7 +39,7 @@ def test_cli_export_jsonl_follows_the_contract(store, tmp_path, capsys):
     assert len(rows) == 4 and all(set(r) == CONTRACT for r in rows)
     by = {r["review_decision"]: r for r in rows}
     assert by["accept"]["reviewer_verdict"] == by["accept"]["model_verdict"]
-    assert not list(Draft202012Validator(verdict_schema()).iter_errors(by["correct"]["reviewer_verdict"]))
+    assert not list(Draft202012Validator(verdict_schema(DEFAULT_POLICY_IDS)).iter_errors(by["correct"]["reviewer_verdict"]))
     assert by["skip"]["reviewer_verdict"] is None and by["escalate"]["reviewer_verdict"] is None
     item = by["accept"]["item"]
     assert {"id", "kind", "title", "description", "region", "language"} <= set(item)
@@ -99,7 +99,7 @@ def test_label_studio_round_trip(store, tmp_path, capsys):
     tasks_path = tmp_path / "tasks.json"
     assert main(["review", "export", store.url, "--format", "label-studio", "--queue", "q", "-o", str(tasks_path)]) == 0
     tasks = json.loads(tasks_path.read_text())
-    assert len(tasks) == 6 and (tmp_path / "tasks.label_config.xml").read_text().strip() == LABEL_CONFIG
+    assert len(tasks) == 6 and (tmp_path / "tasks.label_config.xml").read_text().strip() == label_config(store.taxonomy("q"))
     first = tasks[0]
     assert "AAA replica handbag" in first["data"]["text"] and first["data"]["check_id"]
     assert first["predictions"][0]["result"] == [
@@ -115,11 +115,11 @@ def test_label_studio_round_trip(store, tmp_path, capsys):
     kim = by_item["it-001"]
     assert kim.review_decision == "correct" and kim.reviewer == "label-studio:kim@example.com"
     assert kim.reviewer_verdict["decision"] == "restrict" and kim.notes == "sells a regulated item"
-    assert not list(Draft202012Validator(verdict_schema()).iter_errors(kim.reviewer_verdict))
+    assert not list(Draft202012Validator(verdict_schema(DEFAULT_POLICY_IDS)).iter_errors(kim.reviewer_verdict))
     assert by_item["it-002"].review_decision == "skip" and by_item["it-003"].status == "pending"
     assert [a["action"] for a in store.audit_log()].count("import") == 3
     assert import_label_studio(store, exported)["already_done"] == 3  # a second import changes nothing
-    count, _ = export_label_studio(store.checks("q"), tmp_path / "left.json")
+    count, _ = export_label_studio(store.checks("q"), tmp_path / "left.json", store.taxonomy("q"))
     assert count == 3  # only open checks become tasks
     assert len(label_studio_tasks([])) == 0
 

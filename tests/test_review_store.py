@@ -14,7 +14,7 @@ from review_services import entries, pg_server, store_url  # noqa: F401 (fixture
 from moderation.errors import ConfigError, InputError
 from moderation.review.db import MIGRATIONS, parse_url
 from moderation.review.store import ReviewConflict, Store, StoreConfig
-from moderation.schema import verdict_schema
+from moderation.schema import DEFAULT_POLICY_IDS, verdict_schema
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_case_check_keeps_item_verdicts_provenance_reviewer_and_times(store):
     for stamp in (rec["created_at"], rec["updated_at"]):
         assert datetime.fromisoformat(stamp).utcoffset().total_seconds() == 0
     verdict = corrected.reviewer_verdict
-    assert not list(Draft202012Validator(verdict_schema()).iter_errors(verdict))
+    assert not list(Draft202012Validator(verdict_schema(DEFAULT_POLICY_IDS)).iter_errors(verdict))
     assert verdict["violations"][0]["evidence"] in corrected.item["title"] + corrected.item["description"]
 
 

@@ -6,7 +6,7 @@ from jsonschema import Draft202012Validator
 from moderation.errors import VerdictError
 from moderation.schema import (
     DECISIONS,
-    POLICY_IDS,
+    DEFAULT_POLICY_IDS,
     evidence_candidates,
     grounded_schema,
     parse_verdict,
@@ -23,20 +23,20 @@ def verdict(decision="remove", violations=None, rationale="r"):
 
 
 def test_schema_is_valid_draft_2020_12_with_the_taxonomy():
-    Draft202012Validator.check_schema(verdict_schema())
-    assert len(POLICY_IDS) == 12 and "off_platform_transaction" in POLICY_IDS
+    Draft202012Validator.check_schema(verdict_schema(DEFAULT_POLICY_IDS))
+    assert len(DEFAULT_POLICY_IDS) == 12 and "off_platform_transaction" in DEFAULT_POLICY_IDS
     assert DECISIONS == ("allow", "review", "restrict", "remove")
     # No number anywhere: a small model cannot run away with digits.
-    assert '"number"' not in json.dumps(verdict_schema()) and '"integer"' not in json.dumps(verdict_schema())
+    assert '"number"' not in json.dumps(verdict_schema(DEFAULT_POLICY_IDS)) and '"integer"' not in json.dumps(verdict_schema(DEFAULT_POLICY_IDS))
 
 
 def test_valid_verdict_parses_and_evidence_matching_ignores_case_and_spacing():
-    v = parse_verdict(verdict(violations=[{"policy": "counterfeit_ip", "severity": "high", "evidence": "aaa  REPLICA"}]), ITEM)
+    v = parse_verdict(verdict(violations=[{"policy": "counterfeit_ip", "severity": "high", "evidence": "aaa  REPLICA"}]), ITEM, DEFAULT_POLICY_IDS)
     assert v["decision"] == "remove"
 
 
 def test_verdict_in_prose_or_code_fence_is_extracted():
-    assert parse_verdict("Sure! ```json\n" + verdict() + "\n```", ITEM)["decision"] == "remove"
+    assert parse_verdict("Sure! ```json\n" + verdict() + "\n```", ITEM, DEFAULT_POLICY_IDS)["decision"] == "remove"
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_verdict_in_prose_or_code_fence_is_extracted():
 )
 def test_invalid_outputs_raise_with_raw_kept(text, match):
     with pytest.raises(VerdictError, match=match) as info:
-        parse_verdict(text, ITEM)
+        parse_verdict(text, ITEM, DEFAULT_POLICY_IDS)
     assert info.value.raw == text
 
 
@@ -63,20 +63,20 @@ def test_repeated_policy_keeps_first_entry():
         {"policy": "counterfeit_ip", "severity": "high", "evidence": "replica"},
         {"policy": "counterfeit_ip", "severity": "low", "evidence": "Rolex"},
     ]
-    assert parse_verdict(verdict(violations=twice), ITEM)["violations"] == twice[:1]
+    assert parse_verdict(verdict(violations=twice), ITEM, DEFAULT_POLICY_IDS)["violations"] == twice[:1]
 
 
 def test_grounded_schema_only_admits_quotes_from_the_item():
-    schema = grounded_schema(ITEM)
+    schema = grounded_schema(ITEM, DEFAULT_POLICY_IDS)
     Draft202012Validator.check_schema(schema)
     quotes = schema["$defs"]["violation"]["properties"]["evidence"]["enum"]
     assert quotes == evidence_candidates(ITEM)
     assert "WhatsApp" in quotes and "Rolex Submariner AAA replica" in quotes
     for quote in quotes:  # any verdict the engine can produce passes the evidence check
-        parse_verdict(verdict(violations=[{"policy": "spam", "severity": "low", "evidence": quote}]), ITEM)
-    assert verdict_schema()["$defs"]["violation"]["properties"]["evidence"]["type"] == "string"  # not mutated
+        parse_verdict(verdict(violations=[{"policy": "spam", "severity": "low", "evidence": quote}]), ITEM, DEFAULT_POLICY_IDS)
+    assert verdict_schema(DEFAULT_POLICY_IDS)["$defs"]["violation"]["properties"]["evidence"]["type"] == "string"  # not mutated
 
 
 def test_grounded_schema_without_quotable_text_allows_only_allow():
-    schema = grounded_schema("ok")
+    schema = grounded_schema("ok", DEFAULT_POLICY_IDS)
     assert len(schema["anyOf"]) == 1 and schema["anyOf"][0]["properties"]["decision"]["const"] == "allow"

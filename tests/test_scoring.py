@@ -8,7 +8,7 @@ from conftest import listing, read_jsonl, write_jsonl
 from moderation.batch import BatchRunner, RunOptions
 from moderation.items import read_items
 from moderation.metrics import ece, reliability
-from moderation.schema import DECISIONS, POLICY_IDS
+from moderation.schema import DECISIONS, DEFAULT_POLICY_IDS
 from moderation.scoring import LabelProbe, TokenScorer, combine, policy_prefix
 
 
@@ -68,8 +68,8 @@ def test_labels_that_tokenize_alike_are_refused():
 
 def test_scores_combine_p_violation_with_the_policy_distribution():
     decision = {"allow": 0.25, "review": 0.25, "restrict": 0.25, "remove": 0.25}
-    policy = {p: 0.0 for p in POLICY_IDS} | {"fraud_scam": 0.8, "spam": 0.2}
-    scores = combine(decision, policy)
+    policy = {p: 0.0 for p in DEFAULT_POLICY_IDS} | {"fraud_scam": 0.8, "spam": 0.2}
+    scores = combine(decision, policy, DEFAULT_POLICY_IDS)
     assert scores["violation"] == 0.75
     assert scores["policies"]["fraud_scam"] == pytest.approx(0.6)
     assert scores["policies"]["spam"] == pytest.approx(0.15)
@@ -89,7 +89,7 @@ def test_run_records_carry_scores_and_flags_from_thresholds(tmp_path, make_moder
     records = {r["id"]: r for r in read_jsonl(out)}
     flagged = records["s"]
     assert set(flagged["scores"]["decisions"]) == set(DECISIONS)
-    assert set(flagged["scores"]["policies"]) == set(POLICY_IDS)
+    assert set(flagged["scores"]["policies"]) == set(DEFAULT_POLICY_IDS)
     assert flagged["scores"]["policies"]["counterfeit_ip"] > 0.3 > flagged["scores"]["policies"]["spam"]
     assert flagged["flagged"] == ["counterfeit_ip"]
     assert records["it-0001"]["flagged"] == []
@@ -125,7 +125,7 @@ def test_eval_chooses_llm_thresholds_on_dev_and_run_applies_them(tmp_path):
     assert "ece" in systems["llm"]["metrics"] and systems["llm"]["speed"]["scored_share"] == 1.0
     assert (out_dir / "calibration_marketplace.png").stat().st_size > 0
     thresholds = out_dir / "thresholds" / "marketplace.json"
-    assert set(json.loads(thresholds.read_text())) == set(POLICY_IDS)
+    assert set(json.loads(thresholds.read_text())) == set(DEFAULT_POLICY_IDS)
     out = tmp_path / "run.jsonl"
     assert main(["run", str(DEMO), "-o", str(out), "--backend", "fake", "--thresholds", str(thresholds), "--no-progress"]) == 0
     assert all("flagged" in r for r in read_jsonl(out) if "verdict" in r)
@@ -144,14 +144,17 @@ def test_bad_thresholds_file_is_a_usage_error(tmp_path, capsys):
 
 def test_one_thresholds_reader_checks_policy_ids_and_range_for_every_command(tmp_path):
     from moderation.errors import ConfigError
+    from moderation.policy import load_policy
     from moderation.scoring import load_thresholds
 
+    policy = load_policy()
     good = tmp_path / "t.json"
     good.write_text('{"spam": 0.4, "fraud_scam": 1}')
-    assert load_thresholds(good) == {"spam": 0.4, "fraud_scam": 1.0}
-    for text, problem in (('{"spam": 1.5}', "bad entries"), ('{"spamm": 0.5}', "bad entries"), ("[0.5]", "expected"), ("{", "")):
+    assert load_thresholds(good, policy) == {"spam": 0.4, "fraud_scam": 1.0}
+    for text, problem in (('{"spam": 1.5}', "bad entries"), ('{"spamm": 0.5}', "another taxonomy"), ("[0.5]", "expected"),
+                          ("{", "")):
         good.write_text(text)
         with pytest.raises(ConfigError, match=f"--thresholds {good}.*{problem}"):
-            load_thresholds(good)
+            load_thresholds(good, policy)
     with pytest.raises(ConfigError, match="review sample --thresholds"):
-        load_thresholds(tmp_path / "missing.json", "review sample --thresholds")
+        load_thresholds(tmp_path / "missing.json", policy, "review sample --thresholds")

@@ -15,10 +15,12 @@ from moderation.datasets import LabelledItem
 from moderation.errors import ConfigError
 from moderation.evalsets import load_set
 from moderation.items import Item, read_items
-from moderation.schema import verdict_schema
+from moderation.policy import load_policy
+from moderation.schema import DEFAULT_POLICY_IDS, verdict_schema
 from moderation.screen import Screen, ScreenSettings, choose_threshold, dev_figures, fit_screen, load_screen
 
 SMALL = 3000  # TF-IDF features: keeps every fit in this file to a second or two
+POLICY = load_policy()
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def marketplace():
 @pytest.fixture(scope="module")
 def fitted(marketplace):
     train, dev = marketplace
-    return fit_screen(train, dev, 0.05, max_features=SMALL)
+    return fit_screen(train, dev, DEFAULT_POLICY_IDS, 0.05, max_features=SMALL)
 
 
 def item(i: int, title: str) -> Item:
@@ -87,8 +89,8 @@ def test_every_set_criterion_bounds_each_set():
             [labelled(100 + i, f"wooden chair oak {i}") for i in range(12)]
     dev = [labelled(200, "replica rolex", {"counterfeit_ip"}, "a"), labelled(201, "wooden oak chair", source="a"),
            labelled(202, "oak chair replica", {"counterfeit_ip"}, "b"), labelled(203, "chair", source="b")]
-    pooled = fit_screen(train, dev, 0.5, max_features=SMALL)
-    every = fit_screen(train, dev, 0.5, criterion="every-set", max_features=SMALL)
+    pooled = fit_screen(train, dev, DEFAULT_POLICY_IDS, 0.5, max_features=SMALL)
+    every = fit_screen(train, dev, DEFAULT_POLICY_IDS, 0.5, criterion="every-set", max_features=SMALL)
     assert every.threshold <= pooled.threshold
     for figures in every.card["dev"]["per_set"].values():
         assert figures["recall_loss"] <= 0.5
@@ -100,8 +102,8 @@ def test_every_set_criterion_bounds_each_set():
 def test_scores_match_the_tfidf_baseline(marketplace):
     train, dev = marketplace
     items = [li.item for li in dev]
-    baseline = TfidfBaseline(max_features=SMALL).fit(train)
-    screen = fit_screen(train, dev, 0.05, max_features=SMALL)
+    baseline = TfidfBaseline(DEFAULT_POLICY_IDS, max_features=SMALL).fit(train)
+    screen = fit_screen(train, dev, DEFAULT_POLICY_IDS, 0.05, max_features=SMALL)
     np.testing.assert_allclose(screen.scorer.score(items), baseline.score(items), rtol=1e-9, atol=1e-12)
     assert np.array_equal(screen.violation_scores(items), baseline.score(items).max(1))
 
@@ -109,7 +111,7 @@ def test_scores_match_the_tfidf_baseline(marketplace):
 def test_clear_says_none_for_the_llm_and_why_for_cleared_items(fitted):
     items = [li.item for li in load_set("marketplace", "test")[:40]]
     scores = fitted.violation_scores(items)
-    screen = Screen(fitted.scorer, float(np.median(scores)), {}, "abc")
+    screen = Screen(fitted.scorer, DEFAULT_POLICY_IDS, float(np.median(scores)), {}, "abc")
     cleared = screen.clear(items)
     assert len(cleared) == len(items) and screen.clear([]) == []
     for info, score in zip(cleared, scores):
@@ -123,7 +125,7 @@ def test_clear_says_none_for_the_llm_and_why_for_cleared_items(fitted):
 def test_save_load_round_trip_scores_identically(fitted, tmp_path):
     items = [li.item for li in load_set("marketplace", "test")]
     sha = fitted.save(tmp_path / "s")
-    loaded = load_screen(tmp_path / "s")
+    loaded = load_screen(tmp_path / "s", POLICY)
     assert loaded.sha == sha and loaded.threshold == fitted.threshold
     assert loaded.card["dev"] == fitted.card["dev"] and loaded.card["settings"]["max_features"] == SMALL
     assert np.array_equal(loaded.scorer.score(items), fitted.scorer.score(items))
@@ -136,24 +138,24 @@ def test_save_load_round_trip_scores_identically(fitted, tmp_path):
 
 def test_load_rejects_missing_corrupt_or_foreign_screens(fitted, tmp_path):
     with pytest.raises(ConfigError, match="expected screen.json and model.npz"):
-        load_screen(tmp_path / "nowhere")
+        load_screen(tmp_path / "nowhere", POLICY)
     fitted.save(tmp_path / "s")
     card = json.loads((tmp_path / "s" / "screen.json").read_text())
     (tmp_path / "s" / "model.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="unreadable"):
-        load_screen(tmp_path / "s")
+        load_screen(tmp_path / "s", POLICY)
     fitted.save(tmp_path / "s")
     (tmp_path / "s" / "screen.json").write_text(json.dumps({**card, "policies": card["policies"][:-1]}))
-    with pytest.raises(ConfigError, match="fit it again"):
-        load_screen(tmp_path / "s")
+    with pytest.raises(ConfigError, match="fitted for another taxonomy.*Marketplace content policy"):
+        load_screen(tmp_path / "s", POLICY)
     (tmp_path / "s" / "screen.json").write_text("{")
     with pytest.raises(ConfigError, match="unreadable"):
-        load_screen(tmp_path / "s")
+        load_screen(tmp_path / "s", POLICY)
     arrays = dict(np.load(tmp_path / "s" / "model.npz"))
     np.savez(tmp_path / "s" / "model.npz", **{**arrays, "idf": arrays["idf"][:5]})
     (tmp_path / "s" / "screen.json").write_text(json.dumps(card))
     with pytest.raises(ConfigError, match="do not fit together"):
-        load_screen(tmp_path / "s")
+        load_screen(tmp_path / "s", POLICY)
 
 
 # The cascade in the batch runner
@@ -162,7 +164,7 @@ def test_load_rejects_missing_corrupt_or_foreign_screens(fitted, tmp_path):
 def test_cleared_items_never_reach_the_backend(fitted, make_moderator, tmp_path):
     items = [li.item for li in load_set("marketplace", "test")[:30]]
     scores = fitted.violation_scores(items)
-    screen = Screen(fitted.scorer, float(np.median(scores)), {}, "abc")
+    screen = Screen(fitted.scorer, DEFAULT_POLICY_IDS, float(np.median(scores)), {}, "abc")
     moderator = make_moderator(scores=False)
     records = [r.to_json() for r in ChunkModerator(moderator, screen=screen).records([(i + 1, it) for i, it in enumerate(items)])]
     sent = [item_text_of(r) for call in moderator.backend.calls for r in call]
@@ -173,12 +175,12 @@ def test_cleared_items_never_reach_the_backend(fitted, make_moderator, tmp_path)
     for r in records:
         if r["id"] in cleared:
             assert r["verdict"]["decision"] == "allow" and r["screen"]["score"] < r["screen"]["threshold"]
-            jsonschema.validate(r["verdict"], verdict_schema())
+            jsonschema.validate(r["verdict"], verdict_schema(DEFAULT_POLICY_IDS))
 
 
 def test_a_screen_verdict_is_schema_valid_whatever_the_screen_name():
     info = {"name": "a-much-longer-embedding-classifier-name", "score": 0.00012345, "threshold": 0.0383}
-    jsonschema.validate(screen_verdict(info), verdict_schema())
+    jsonschema.validate(screen_verdict(info), verdict_schema(DEFAULT_POLICY_IDS))
 
 
 def test_run_with_screen_flag_writes_screen_fields(fitted, tmp_path, capsys):
@@ -197,7 +199,7 @@ def test_run_with_screen_flag_writes_screen_fields(fitted, tmp_path, capsys):
 
 def test_batch_runner_counts_screened_items(fitted, make_moderator, tmp_path):
     items = [li.item for li in load_set("marketplace", "test")[:20]]
-    screen = Screen(fitted.scorer, 1.01, {}, "abc")  # clears everything
+    screen = Screen(fitted.scorer, DEFAULT_POLICY_IDS, 1.01, {}, "abc")  # clears everything
     moderator = make_moderator()
     stats = BatchRunner(moderator, screen=screen).run([(i + 1, it) for i, it in enumerate(items)], tmp_path / "o.jsonl")
     assert stats.screened == stats.processed == 20 and moderator.backend.calls == []
@@ -211,7 +213,7 @@ def test_screen_fit_cli_writes_a_loadable_screen_and_a_card(tmp_path, capsys):
     assert main(["screen", "fit", "--sets", "marketplace", "--max-features", str(SMALL), "--max-recall-loss", "0.05",
                  "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    screen = load_screen(out)
+    screen = load_screen(out, POLICY)
     assert f"threshold {screen.threshold:.6f}" in printed and "| marketplace |" in printed and "**pooled**" in printed
     assert screen.card["train_sets"] == ["marketplace"] and screen.card["settings"]["max_recall_loss"] == 0.05
     assert screen.sha in (out / "README.md").read_text()
@@ -235,5 +237,5 @@ def test_benchmark_script_smoke_with_the_fake_backend(tmp_path, capsys):
     pooled = rows["pooled"]
     assert pooled["reached_llm"] == rows["marketplace"]["reached_llm"] + rows["sms_spam"]["reached_llm"]
     assert pooled["change"]["recall"] == pytest.approx(pooled["cascade"]["recall"] - pooled["llm_only"]["recall"])
-    assert result["meta"]["screen"]["threshold"] == load_screen(out / "screen").threshold
+    assert result["meta"]["screen"]["threshold"] == load_screen(out / "screen", POLICY).threshold
     assert "| pooled | 20 |" in (out / "cascade.md").read_text()

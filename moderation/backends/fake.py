@@ -1,7 +1,8 @@
 """A scripted backend for tests and dry runs: no model, deterministic verdicts.
 
 By default it answers with the keyword rules of `moderation.rules`, quoting the matched text
-as evidence, so its verdicts are schema-valid and grounded. Tests pass `respond` to script any output, valid or not.
+as evidence, so its verdicts are schema-valid and grounded. The rules are written for the default
+taxonomy's ids; under another taxonomy only the rules of the ids the request's schema allows fire. Tests pass `respond` to script any output, valid or not.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from moderation.scoring import LabelProbe
 _ITEM = re.compile(r"<item>\n(.*)\n</item>", re.S)
 
 
-def keyword_verdict(item_text: str) -> dict:
-    """A grounded verdict from the rule baseline: each firing policy, quoting its match."""
+def keyword_verdict(item_text: str, allowed: list[str] | None = None) -> dict:
+    """A grounded verdict from the rule baseline: each firing policy (of `allowed`, if given), quoting its match."""
     order = ["allow", "review", "restrict", "remove"]
     violations, decision = [], "allow"
-    for policy, evidence in list(rule_matches(item_text).items())[:3]:
+    fired = [(p, e) for p, e in rule_matches(item_text).items() if allowed is None or p in allowed]
+    for policy, evidence in fired[:3]:
         severity, action, _ = RULES[policy]
         violations.append({"policy": policy, "severity": severity, "evidence": evidence})
         decision = max(decision, action, key=order.index)
@@ -40,6 +42,13 @@ def item_text_of(request: GenerationRequest | LabelProbe) -> str:
     return json.dumps(content, ensure_ascii=False)
 
 
+def schema_policies(request: GenerationRequest) -> list[str] | None:
+    """The policy ids a request's schema allows (None: no schema, no limit)."""
+    if not request.schema:
+        return None
+    return request.schema["$defs"]["violation"]["properties"]["policy"].get("enum")
+
+
 class FakeBackend:
     """Deterministic stand-in for a model."""
 
@@ -49,7 +58,7 @@ class FakeBackend:
         self.config = config
         self.model_id = "fake-keywords" if respond is None else "fake-scripted"
         self.model_sha = None
-        self.respond = respond or (lambda request: json.dumps(keyword_verdict(item_text_of(request))))
+        self.respond = respond or (lambda request: json.dumps(keyword_verdict(item_text_of(request), schema_policies(request))))
         self.calls: list[list[GenerationRequest]] = []
         # Seconds per request, to stand in for a slow model in process-level tests (a killed Ray
         # actor, an interrupted run) where no `respond` can be passed in.

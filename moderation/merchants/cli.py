@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from moderation.errors import ConfigError
-from moderation.settings import DATA_DIR_HELP
+from moderation.settings import DATA_DIR_HELP, POLICY_HELP
 
 DEFAULT_DB = os.environ.get("MODERATION_REVIEW_DB", "runs/review.sqlite")
 
@@ -16,6 +16,7 @@ def _common(p, *, enforcement: bool = True) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help=f"store: path, sqlite:///PATH or postgresql://... (default {DEFAULT_DB})")
     if enforcement:
         p.add_argument("--enforcement", help="enforcement file (default prompts/enforcement.yaml)")
+        p.add_argument("--policy", help=POLICY_HELP)
         p.add_argument("--now", help="score as of this ISO date or time (default: now); decay is relative to it")
 
 
@@ -70,10 +71,16 @@ def add_parser(sub) -> None:
     _common(p)
 
 
+def _policy(args):
+    from moderation.policy import load_policy
+
+    return load_policy(getattr(args, "policy", None))
+
+
 def _config(args):
     from moderation.merchants.enforcement import load_enforcement
 
-    return load_enforcement(getattr(args, "enforcement", None))
+    return load_enforcement(_policy(args), getattr(args, "enforcement", None))
 
 
 def _mstore(args):
@@ -115,7 +122,8 @@ def _score(args) -> int:
     if verdicts:
         mstore.save_inputs(verdicts)
     # Each score uses its own flags; they are stored so that appeal and decide recompute the same way.
-    params = {"thresholds": load_thresholds(args.thresholds) if args.thresholds else {}, "count_unscored": args.count_unscored}
+    params = {"thresholds": load_thresholds(args.thresholds, _policy(args)) if args.thresholds else {},
+              "count_unscored": args.count_unscored}
     mstore.save_params(params)
     result = mstore.recompute(config, now, thresholds=params["thresholds"], count_unscored=params["count_unscored"])
     _print_health(result, config)
@@ -230,7 +238,7 @@ def _eval_rows(args):
     from moderation.merchants.ledger import ItemVerdict, model_violations
     from moderation.scoring import load_thresholds
 
-    config, thresholds = _config(args), (load_thresholds(args.thresholds) if args.thresholds else {})
+    config, thresholds = _config(args), (load_thresholds(args.thresholds, _policy(args)) if args.thresholds else {})
 
     def enforces(item, record) -> bool:
         v = ItemVerdict("-", item, record.verdict, record.scores, "", "")

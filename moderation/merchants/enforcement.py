@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from moderation.errors import ConfigError
+from moderation.policy import Policy
 from moderation.resources import find_file, shipped
-from moderation.schema import DECISIONS, POLICY_IDS, SEVERITIES
+from moderation.schema import DECISIONS, SEVERITIES
 
 DEFAULT_ENFORCEMENT = shipped("prompts/enforcement.yaml")
 DAY_S = 86400.0
@@ -49,8 +50,6 @@ class Escalation:
     pending_review: bool = field(default=False, metadata={"help": "The result needs a person before it takes effect."})
 
     def __post_init__(self):
-        if self.policy not in POLICY_IDS:
-            raise ConfigError(f"Escalation {self.name!r}: policy {self.policy!r} is not one of {list(POLICY_IDS)}")
         if not isinstance(self.count, int) or self.count < 1:
             raise ConfigError(f"Escalation {self.name!r}: count must be an integer >= 1, got {self.count!r}")
         if self.within_days is not None and not (isinstance(self.within_days, (int, float)) and self.within_days > 0):
@@ -79,9 +78,8 @@ class Enforcement:
                 not isinstance(v, (int, float)) or v < 0 for v in self.severity_points.values()):
             raise ConfigError(f"Enforcement.severity_points must give a number >= 0 for each of {list(SEVERITIES)}, "
                               f"got {self.severity_points!r}")
-        unknown = sorted(set(self.policy_weights) - set(POLICY_IDS))
-        if unknown or any(not isinstance(v, (int, float)) or v < 0 for v in self.policy_weights.values()):
-            raise ConfigError(f"Enforcement.policy_weights must map policy ids to numbers >= 0; unknown: {unknown}")
+        if any(not isinstance(v, (int, float)) or v < 0 for v in self.policy_weights.values()):
+            raise ConfigError(f"Enforcement.policy_weights must map policy ids to numbers >= 0, got {self.policy_weights!r}")
         self._check_tiers()
         bad = [d for d in self.model_decisions if d not in DECISIONS or d == "allow"]
         if bad:
@@ -101,6 +99,19 @@ class Enforcement:
         for rule in self.escalations:
             if rule.tier not in names:
                 raise ConfigError(f"Escalation {rule.name!r}: tier {rule.tier!r} is not one of {names}")
+
+    def check_taxonomy(self, policy: Policy) -> Enforcement:
+        """This config, checked to weigh and escalate only policies of `policy`'s taxonomy.
+
+        Raises:
+            ConfigError: policy weights or escalation rules name policies the policy file lacks (both named).
+        """
+        named = set(self.policy_weights) | {rule.policy for rule in self.escalations}
+        unknown = sorted(named - set(policy.ids))
+        if unknown:
+            raise ConfigError(f"enforcement {self.version}: policy weights and escalations name {unknown}, which are not "
+                              f"policies of {policy.describe()}; write the enforcement file for this policy file")
+        return self
 
     @property
     def tier_names(self) -> tuple[str, ...]:
@@ -178,11 +189,12 @@ def health(config: Enforcement, strikes: list[Strike], now: datetime) -> Health:
     return Health(round(points, 4), points_tier, tier, tuple(fired), pending)
 
 
-def load_enforcement(path: str | Path | None = None) -> Enforcement:
-    """Read and check an enforcement file.
+def load_enforcement(policy: Policy, path: str | Path | None = None) -> Enforcement:
+    """Read an enforcement file and check it against the policy file's taxonomy.
 
     Raises:
-        ConfigError: the file is missing, not YAML, or a value is out of range.
+        ConfigError: the file is missing, not YAML, a value is out of range, or it names policies
+            `policy` lacks.
     """
     path = find_file(path or DEFAULT_ENFORCEMENT)
     if not path.is_file():
@@ -194,7 +206,7 @@ def load_enforcement(path: str | Path | None = None) -> Enforcement:
     if not isinstance(data, dict):
         raise ConfigError(f"enforcement file {path} must hold a mapping")
     try:
-        return Enforcement(
+        config = Enforcement(
             version=str(data["version"]), half_life_days=data["half_life_days"],
             severity_points=dict(data["severity_points"]), policy_weights=dict(data.get("policy_weights") or {}),
             tiers=tuple(Tier(t["name"], t["min_points"]) for t in data["tiers"]),
@@ -204,3 +216,4 @@ def load_enforcement(path: str | Path | None = None) -> Enforcement:
         )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"enforcement file {path} is malformed near {exc!s}") from None
+    return config.check_taxonomy(policy)

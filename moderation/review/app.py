@@ -26,14 +26,14 @@ from moderation.review import auth, dashboard
 from moderation.review.store import ReviewConflict, Store
 from moderation.review.throttle import LoginLimits, LoginThrottle
 from moderation.review.verdicts import REVIEW_DECISIONS
-from moderation.schema import DECISIONS, POLICY_IDS
+from moderation.schema import DECISIONS
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "moderation_review"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-POLICY_KEYS = "1234567890-="  # keyboard keys that toggle the 12 policies in a correction
+POLICY_KEYS = "1234567890-="  # keyboard keys that toggle the first 12 policies of the queue's taxonomy in a correction
 DECISION_KEYS = dict(zip(DECISIONS, "uiop"))
 
 
@@ -180,8 +180,14 @@ class ReviewSite:
         return self.page(request, "check.html", sess, status=status, check=check, error=error, editable=editable,
                          fields=item_fields(check.item, [v["evidence"] for v in flagged]),
                          progress=self.store.progress(check.queue, user["name"]),
-                         policies=list(zip(POLICY_IDS, POLICY_KEYS)), decisions=DECISION_KEYS,
+                         policies=policy_choices(self.store.taxonomy(check.queue)), decisions=DECISION_KEYS,
                          model_policies={v["policy"] for v in flagged})
+
+
+def policy_choices(taxonomy) -> list[tuple[str, str, str]]:
+    """(id, key, title) per policy of a queue's taxonomy, for the correction form; policies past the 12th get no key."""
+    keys = list(POLICY_KEYS) + [""] * max(0, len(taxonomy.ids) - len(POLICY_KEYS))
+    return [(i, key, title) for (i, title, _), key in zip(taxonomy.policies, keys)]
 
 
 def create_app(store: Store, settings: ReviewSettings | None = None):

@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--overlap", type=float, default=0.0, help="share of items reviewed by two reviewers, for agreement")
     p.add_argument("--compare", help="disagreement: the second run file")
     p.add_argument("--thresholds", help="uncertainty: JSON file of {policy: threshold} (default 0.5 each)")
+    p.add_argument("--policy", help="the policy file the run was made with (default prompts/policy.yaml): the queue's "
+                                    "corrections are made in its taxonomy")
     p.add_argument("--include-errors", action="store_true", help="also sample items the model failed on")
     p.add_argument("--queue", help="queue name (default: run file name, strategy and seed)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"store: path, sqlite:///PATH or postgresql://... (default {DEFAULT_DB})")
@@ -92,15 +94,18 @@ def cmd_review(args) -> int:
 
 def _sample(args) -> int:
     from moderation.items import parse_column_map
+    from moderation.policy import load_policy
     from moderation.review import sample
+    from moderation.review.verdicts import Taxonomy
     from moderation.runfile import load_run
     from moderation.scoring import load_thresholds
 
+    policy = load_policy(args.policy)
     config = sample.SampleConfig(strategy=args.strategy, n=args.n, audit_rate=args.audit_rate, seed=args.seed,
-                                 overlap=args.overlap, thresholds=load_thresholds(args.thresholds) if args.thresholds else {},
-                                 include_errors=args.include_errors)
-    records = load_run(args.run)
-    other = load_run(args.compare) if args.compare else None
+                                 overlap=args.overlap, include_errors=args.include_errors,
+                                 thresholds=load_thresholds(args.thresholds, policy) if args.thresholds else {})
+    records = sample.check_taxonomy(load_run(args.run), policy, args.run)
+    other = sample.check_taxonomy(load_run(args.compare), policy, args.compare) if args.compare else None
     picked = sample.sample_run(records, config, other)
     if not picked:
         raise InputError(f"nothing to sample from {args.run} with strategy {args.strategy}")
@@ -109,7 +114,8 @@ def _sample(args) -> int:
     entries = sample.queue_entries(picked, items, config)
     name = args.queue or re.sub(r"[^A-Za-z0-9._-]+", "_", f"{Path(args.run).stem}-{args.strategy}-s{args.seed}")
     params = {"run": str(args.run), "input": str(args.input), "compare": args.compare, "strategy": args.strategy,
-              "n": args.n, "audit_rate": args.audit_rate, "seed": args.seed, "overlap": args.overlap}
+              "n": args.n, "audit_rate": args.audit_rate, "seed": args.seed, "overlap": args.overlap,
+              "taxonomy": Taxonomy.of(policy).to_json()}
     store = _open(args.db, create=True)
     store.create_queue(name, entries, params)
     if args.output:
@@ -141,7 +147,14 @@ def _export(args) -> int:
 
     store = _open(args.db)
     if args.format == "label-studio":
-        count, config = interop.export_label_studio(store.checks(args.queue), args.output)
+        checks = store.checks(args.queue)
+        taxonomies = {store.taxonomy(q) for q in dict.fromkeys(c.queue for c in checks)}
+        if len(taxonomies) > 1:
+            raise InputError("these case checks come from queues of different taxonomies; export one --queue at a time")
+        taxonomy = taxonomies.pop() if taxonomies else store.taxonomy(args.queue) if args.queue else None
+        if taxonomy is None:
+            raise InputError(f"no case checks in {args.db} to export")
+        count, config = interop.export_label_studio(checks, args.output, taxonomy)
         print(f"{count} open case checks as Label Studio tasks in {args.output}; labelling config in {config}")
         return 0
     checks = interop.finished(store, args.queue)

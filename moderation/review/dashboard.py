@@ -14,7 +14,6 @@ from html import escape
 from typing import Any
 
 from moderation.review.store import CaseCheck
-from moderation.schema import POLICY_IDS
 
 JUDGED = ("accept", "correct")
 
@@ -51,7 +50,7 @@ def precision_by_policy(checks: Iterable[CaseCheck]) -> dict[str, dict[str, floa
             for policy in _policies(check.model_verdict):
                 flagged[policy] += 1
                 kept[policy] += policy in final
-    return {p: {"flagged": flagged[p], "kept": kept[p], "precision": kept[p] / flagged[p]} for p in POLICY_IDS if flagged[p]}
+    return {p: {"flagged": flagged[p], "kept": kept[p], "precision": kept[p] / flagged[p]} for p in sorted(flagged)}
 
 
 def agreement_pairs(checks: Iterable[CaseCheck]) -> list[tuple[str, str]]:
@@ -92,7 +91,7 @@ def violation_rates(checks: Iterable[CaseCheck]) -> dict[str, Any]:
     out: dict[str, Any] = {"policy": {}, "region": {}, "day": {}, "counts": {"policy": {}, "region": {}, "day": {}},
                            "weighted": weighted, "judged": len(judged)}
     total = sum(weights)
-    for policy in POLICY_IDS:
+    for policy in sorted({p for c in judged for p in _policies(c.reviewer_verdict)}):
         hits = [(c, w) for c, w in zip(judged, weights) if policy in _policies(c.reviewer_verdict)]
         if hits:
             out["policy"][policy] = sum(w for _, w in hits) / total

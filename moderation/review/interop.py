@@ -2,7 +2,7 @@
 
 Label Studio: a queue's open checks become tasks whose `data` holds the item text and whose
 `predictions` hold the model verdict as two choices results (`decision`, single choice;
-`policies`, multiple), matching LABEL_CONFIG. Annotations exported from Label Studio come back
+`policies`, multiple), matching `label_config` (the queue's taxonomy). Annotations exported from Label Studio come back
 as decisions: the same decision and policies as the model is `accept`, anything else
 `correct`, a cancelled (skipped) annotation `skip`.
 """
@@ -19,23 +19,25 @@ from xml.sax.saxutils import quoteattr
 from moderation.errors import InputError
 from moderation.items import Item
 from moderation.review.store import CaseCheck, Store
-from moderation.review.verdicts import corrected_verdict
-from moderation.schema import DECISIONS, POLICY_IDS
+from moderation.review.verdicts import Taxonomy, corrected_verdict
+from moderation.schema import DECISIONS
 
 logger = logging.getLogger(__name__)
 
-LABEL_CONFIG = "\n".join([
-    "<View>",
-    '  <Text name="text" value="$text"/>',
-    '  <Choices name="decision" toName="text" choice="single" showInLine="true">',
-    *[f"    <Choice value={quoteattr(d)}/>" for d in DECISIONS],
-    "  </Choices>",
-    '  <Choices name="policies" toName="text" choice="multiple">',
-    *[f"    <Choice value={quoteattr(p)}/>" for p in POLICY_IDS],
-    "  </Choices>",
-    '  <TextArea name="notes" toName="text" editable="true"/>',
-    "</View>",
-])
+def label_config(taxonomy: Taxonomy) -> str:
+    """The Label Studio labelling config for a queue's taxonomy: decision, its policies, notes."""
+    return "\n".join([
+        "<View>",
+        '  <Text name="text" value="$text"/>',
+        '  <Choices name="decision" toName="text" choice="single" showInLine="true">',
+        *[f"    <Choice value={quoteattr(d)}/>" for d in DECISIONS],
+        "  </Choices>",
+        '  <Choices name="policies" toName="text" choice="multiple">',
+        *[f"    <Choice value={quoteattr(p)}/>" for p in taxonomy.ids],
+        "  </Choices>",
+        '  <TextArea name="notes" toName="text" editable="true"/>',
+        "</View>",
+    ])
 
 
 def finished(store: Store, queue: str | None = None) -> list[CaseCheck]:
@@ -101,12 +103,12 @@ def label_studio_tasks(checks: Iterable[CaseCheck]) -> list[dict[str, Any]]:
     return tasks
 
 
-def export_label_studio(checks: Iterable[CaseCheck], path: str | Path) -> tuple[int, Path]:
-    """Write tasks JSON and, beside it, the labelling config (`*.label_config.xml`)."""
+def export_label_studio(checks: Iterable[CaseCheck], path: str | Path, taxonomy: Taxonomy) -> tuple[int, Path]:
+    """Write tasks JSON and, beside it, the labelling config of their taxonomy (`*.label_config.xml`)."""
     tasks = label_studio_tasks(c for c in checks if c.status != "done")
     Path(path).write_text(json.dumps(tasks, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     config = Path(path).with_suffix(".label_config.xml")
-    config.write_text(LABEL_CONFIG + "\n", encoding="utf-8")
+    config.write_text(label_config(taxonomy) + "\n", encoding="utf-8")
     return len(tasks), config
 
 
@@ -130,8 +132,8 @@ def _read_result(result: list[dict[str, Any]]) -> tuple[str | None, list[str], s
     return decision, policies, notes
 
 
-def annotation_decision(check: CaseCheck, annotation: dict[str, Any]) -> tuple[str, dict | None, str]:
-    """(review decision, reviewer verdict, notes) for one Label Studio annotation of a check."""
+def annotation_decision(check: CaseCheck, annotation: dict[str, Any], taxonomy: Taxonomy) -> tuple[str, dict | None, str]:
+    """(review decision, reviewer verdict, notes) for one Label Studio annotation of a check of a queue of that taxonomy."""
     if annotation.get("was_cancelled"):
         return "skip", None, ""
     decision, policies, notes = _read_result(annotation.get("result") or [])
@@ -140,7 +142,8 @@ def annotation_decision(check: CaseCheck, annotation: dict[str, Any]) -> tuple[s
     model = check.model_verdict
     if model and decision == model["decision"] and set(policies) == {v["policy"] for v in model["violations"]}:
         return "accept", model, notes
-    verdict = corrected_verdict(Item.from_record(check.item), model, decision, policies if decision != "allow" else [])
+    verdict = corrected_verdict(Item.from_record(check.item), model, decision, policies if decision != "allow" else [],
+                                taxonomy)
     return "correct", verdict, notes
 
 
@@ -166,7 +169,7 @@ def import_label_studio(store: Store, path: str | Path) -> dict[str, int]:
             continue
         annotation = annotations[-1]  # the latest word on the task
         try:
-            decision, verdict, notes = annotation_decision(check, annotation)
+            decision, verdict, notes = annotation_decision(check, annotation, store.taxonomy(check.queue))
         except InputError as exc:  # e.g. a labelling config with other choices: report, go on
             logger.warning("task %s (check %s): %s", task.get("id"), check.check_id, exc)
             counts["invalid"] += 1

@@ -21,7 +21,6 @@ from html.parser import HTMLParser
 from typing import Any
 
 from moderation.errors import InputError
-from moderation.schema import POLICY_IDS
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class CheckPage:
     csrf: str
     decision: str | None  # None: the model gave no verdict
     policies: frozenset[str]
+    choices: tuple[str, ...] = ()  # the policies the correction form offers: the queue's taxonomy
 
 
 class _PageParser(HTMLParser):
@@ -51,6 +51,7 @@ class _PageParser(HTMLParser):
         self.check_id = self.decision = None
         self.h1: list[str] = []
         self.strong: list[str] = []
+        self.choices: list[str] = []
         self._in: str | None = None
         self._tag_span = False
 
@@ -58,6 +59,8 @@ class _PageParser(HTMLParser):
         a = dict(attrs)
         if tag == "input" and a.get("type") == "hidden" and a.get("name"):
             self.inputs[a["name"]] = a.get("value") or ""
+        elif tag == "input" and a.get("type") == "checkbox" and a.get("name") == "policy":
+            self.choices.append(a.get("value") or "")
         elif tag == "section" and a.get("data-check-id"):
             self.check_id = a["data-check-id"]
         elif tag == "p" and "decision" in (a.get("class") or "").split() and self.decision is None:
@@ -92,9 +95,9 @@ def parse_check_page(text: str) -> CheckPage:
     parser.feed(text)
     if not parser.check_id or "version" not in parser.inputs or "csrf_token" not in parser.inputs:
         raise InputError("not an editable check page")
-    policies = frozenset(p for p in parser.strong if p in POLICY_IDS)
+    policies = frozenset(p for p in parser.strong if p in parser.choices)
     return CheckPage(parser.check_id, html.unescape("".join(parser.h1)).strip(), parser.inputs["version"],
-                     parser.inputs["csrf_token"], parser.decision or None, policies)
+                     parser.inputs["csrf_token"], parser.decision or None, policies, tuple(parser.choices))
 
 
 def csrf_of(text: str) -> str:
@@ -154,14 +157,14 @@ class OracleReviewer:
         if right != wrong_on_purpose and check.decision is not None:
             self.counts["accept"] += 1
             return {**form, "action": "accept"}
-        target = self._wrong(gold) if right else gold
+        target = self._wrong(gold, check.choices) if right else gold
         self.counts["correct"] += 1
         return {**form, "action": "correct", "decision": target.decision, "policy": sorted(target.policies)}
 
-    def _wrong(self, gold: Gold) -> Gold:
+    def _wrong(self, gold: Gold, choices: tuple[str, ...]) -> Gold:
         if gold.policies:
             return Gold("allow", frozenset())
-        return Gold("remove", frozenset({self.rng.choice(POLICY_IDS)}))
+        return Gold("remove", frozenset({self.rng.choice(choices)}))
 
     @staticmethod
     def _ok(response):

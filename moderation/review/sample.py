@@ -17,6 +17,7 @@ from typing import Any
 
 from moderation.errors import ConfigError, InputError
 from moderation.items import Item, read_items
+from moderation.policy import Policy
 from moderation.runfile import RunRecord
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,24 @@ class SampleConfig:
 
     def size(self, eligible: int) -> int:
         return self.n if self.n is not None else math.ceil(self.audit_rate * eligible)
+
+
+def check_taxonomy(records: list[RunRecord], policy: Policy, where: str | Path) -> list[RunRecord]:
+    """A run's records, checked to be made under `policy`'s taxonomy: the schema id in their provenance
+    (runs from before it was recorded: the policies their verdicts name).
+
+    Raises:
+        ConfigError: a record was made under another taxonomy; the message names both.
+    """
+    for record in records:
+        made_under = (record.provenance or {}).get("schema_id")
+        named = {v["policy"] for v in (record.verdict or {}).get("violations", [])}
+        if (made_under and made_under != policy.schema_id) or not named <= set(policy.ids):
+            raise ConfigError(f"{where} was made under another taxonomy (verdict schema {made_under or 'unrecorded'}, "
+                              f"naming {sorted(named - set(policy.ids)) or sorted(named)}); the policy file is "
+                              f"{policy.describe()} (schema {policy.schema_id}). Give `review sample` the run's own "
+                              "policy file with --policy")
+    return records
 
 
 def join_items(records: list[RunRecord], dump: str | Path, **read_options) -> dict[int, dict[str, Any]]:

@@ -23,7 +23,7 @@ from typing import Any
 from moderation.errors import ConfigError, InputError, ModerationError
 from moderation.items import Item
 from moderation.review.db import Database
-from moderation.review.verdicts import reviewer_verdict
+from moderation.review.verdicts import Taxonomy, reviewer_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,19 @@ class Store:
             " FROM queues q LEFT JOIN case_checks c ON c.queue = q.name GROUP BY q.name, q.created_at ORDER BY q.created_at")
         return [{**r, "done": int(r["done"] or 0)} for r in rows]
 
+    def taxonomy(self, queue: str) -> Taxonomy:
+        """The taxonomy a queue's corrections are made in: the policy file `review sample` read (a queue
+        from before taxonomies were stored: the shipped policy file's)."""
+        row = self.db.one("SELECT params FROM queues WHERE name = ?", (queue,))
+        if row is None:
+            raise InputError(f"no queue {queue!r}")
+        stored = json.loads(row["params"] or "{}").get("taxonomy")
+        if stored is None:
+            from moderation.policy import load_policy
+
+            return Taxonomy.of(load_policy())
+        return Taxonomy.from_json(stored)
+
     def progress(self, queue: str, reviewer: str | None = None) -> dict[str, int]:
         row = self.db.one(
             "SELECT COUNT(*) AS total, SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END) AS done,"
@@ -287,7 +300,7 @@ class Store:
             raise ReviewConflict(f"case check {check_id} is finished ({check.review_decision} by {check.reviewer}); "
                                  "confirm that you want to change that review")
         item = Item.from_record(check.item)
-        verdict = reviewer_verdict(review_decision, item, check.model_verdict, **(correction or {}))
+        verdict = reviewer_verdict(review_decision, item, check.model_verdict, self.taxonomy(check.queue), **(correction or {}))
         owner = "" if lead else " AND assigned_to = ?"
         params = [json.dumps(verdict, ensure_ascii=False) if verdict is not None else None, review_decision,
                   reviewer, notes[:2000], now_iso(), check_id, version] + ([] if lead else [reviewer])

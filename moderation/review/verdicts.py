@@ -3,14 +3,13 @@ schema-valid verdict when corrected, none when skipped or escalated."""
 
 from __future__ import annotations
 
-from functools import cache
+from dataclasses import dataclass
 from typing import Any
-
-from jsonschema import Draft202012Validator
 
 from moderation.errors import InputError
 from moderation.items import Item
-from moderation.schema import DECISIONS, POLICY_IDS, evidence_candidates, verdict_schema
+from moderation.policy import Policy
+from moderation.schema import DECISIONS, evidence_candidates, schema_error, schema_id
 
 REVIEW_DECISIONS = ("accept", "correct", "skip", "escalate")
 MAX_VIOLATIONS = 3
@@ -18,16 +17,37 @@ MAX_TEXT = 100  # the schema's bound on evidence and rationale
 REVIEWER_RATIONALE = "Corrected by a reviewer."  # a correction's rationale when the reviewer gives none
 
 
-@cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(verdict_schema())
+@dataclass(frozen=True)
+class Taxonomy:
+    """What the review side keeps of a policy file, with each queue: its name and version, and its
+    policies in order with their titles and usual severities. Corrections are checked against it."""
 
+    name: str
+    version: str
+    policies: tuple[tuple[str, str, str], ...]  # (id, title, severity)
 
-@cache
-def _default_severity() -> dict[str, str]:
-    from moderation.policy import load_policy
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(p[0] for p in self.policies)
 
-    return {p.id: p.severity for p in load_policy().policies}
+    @property
+    def schema_id(self) -> str:
+        return schema_id(self.ids)
+
+    def severity(self, policy_id: str) -> str:
+        return next(p[2] for p in self.policies if p[0] == policy_id)
+
+    @classmethod
+    def of(cls, policy: Policy) -> Taxonomy:
+        return cls(policy.name, policy.version, tuple((p.id, p.title, p.severity) for p in policy.policies))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "schema_id": self.schema_id,
+                "policies": [{"id": i, "title": t, "severity": s} for i, t, s in self.policies]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Taxonomy:
+        return cls(data["name"], data["version"], tuple((p["id"], p["title"], p["severity"]) for p in data["policies"]))
 
 
 def corrected_verdict(
@@ -35,10 +55,11 @@ def corrected_verdict(
     model_verdict: dict[str, Any] | None,
     decision: str,
     policies: list[str],
+    taxonomy: Taxonomy,
     evidence: dict[str, str] | None = None,
     rationale: str = "",
 ) -> dict[str, Any]:
-    """A verdict built from a reviewer's correction.
+    """A verdict built from a reviewer's correction, valid under the queue's taxonomy.
 
     Severity and evidence come from the model's violation for the same policy where there is
     one; otherwise severity is the policy's usual one and evidence the first quotable clause of
@@ -50,24 +71,24 @@ def corrected_verdict(
     if decision not in DECISIONS:
         raise InputError(f"decision must be one of {list(DECISIONS)}, got {decision!r}")
     policies = list(dict.fromkeys(policies))
-    unknown = [p for p in policies if p not in POLICY_IDS]
+    unknown = [p for p in policies if p not in taxonomy.ids]
     if unknown:
-        raise InputError(f"unknown policies {unknown}")
+        raise InputError(f"unknown policies {unknown}: this queue's taxonomy ({taxonomy.name}) has {list(taxonomy.ids)}")
     if decision == "allow" and policies:
         raise InputError("an 'allow' decision takes no policies")
     if decision != "allow" and not 1 <= len(policies) <= MAX_VIOLATIONS:
         raise InputError(f"a {decision!r} decision needs 1 to {MAX_VIOLATIONS} policies, got {len(policies)}")
     by_policy = {v["policy"]: v for v in (model_verdict or {}).get("violations", [])}
-    violations = [_violation(item, p, by_policy.get(p), (evidence or {}).get(p)) for p in policies]
+    violations = [_violation(item, p, by_policy.get(p), (evidence or {}).get(p), taxonomy) for p in policies]
     verdict = {"decision": decision, "violations": violations,
                "rationale": (rationale.strip() or REVIEWER_RATIONALE)[:MAX_TEXT]}
-    errors = sorted(_validator().iter_errors(verdict), key=str)
-    if errors:
-        raise InputError(f"the corrected verdict is not valid: {errors[0].message[:200]}")
+    error = schema_error(verdict, taxonomy.ids)
+    if error is not None:
+        raise InputError(f"the corrected verdict is not valid: {error}")
     return verdict
 
 
-def _violation(item: Item, policy: str, model: dict | None, quote: str | None) -> dict[str, str]:
+def _violation(item: Item, policy: str, model: dict | None, quote: str | None, taxonomy: Taxonomy) -> dict[str, str]:
     text = item.text()
     if quote and quote.strip():
         quote = quote.strip()[:MAX_TEXT]
@@ -78,12 +99,13 @@ def _violation(item: Item, policy: str, model: dict | None, quote: str | None) -
     else:
         candidates = evidence_candidates(text) or [text.strip()]
         quote = candidates[0][:MAX_TEXT].strip()
-    severity = model["severity"] if model else _default_severity().get(policy, "medium")
+    severity = model["severity"] if model else taxonomy.severity(policy)
     return {"policy": policy, "severity": severity, "evidence": quote}
 
 
-def reviewer_verdict(review_decision: str, item: Item, model_verdict: dict | None, **correction) -> dict | None:
-    """The verdict a review decision stands for (None for skip and escalate)."""
+def reviewer_verdict(review_decision: str, item: Item, model_verdict: dict | None, taxonomy: Taxonomy,
+                     **correction) -> dict | None:
+    """The verdict a review decision stands for (None for skip and escalate), under the queue's taxonomy."""
     if review_decision not in REVIEW_DECISIONS:
         raise InputError(f"review decision must be one of {list(REVIEW_DECISIONS)}, got {review_decision!r}")
     if review_decision == "accept":
@@ -91,5 +113,5 @@ def reviewer_verdict(review_decision: str, item: Item, model_verdict: dict | Non
             raise InputError("there is no model verdict to accept (the model failed on this item): correct it instead")
         return model_verdict
     if review_decision == "correct":
-        return corrected_verdict(item, model_verdict, **correction)
+        return corrected_verdict(item, model_verdict, taxonomy=taxonomy, **correction)
     return None
