@@ -141,9 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory and merge the "
                                              "shipped adapter into a copy of it (once each)")
     p.add_argument("--force", action="store_true", help="convert again even if prepared")
+    _add_policy(sub)
     review_cli.add_parser(sub)
     merchants_cli.add_parser(sub)
     return parser
+
+
+def _add_policy(sub) -> None:
+    policy = sub.add_parser("policy", help="inspect policy files: the taxonomy, its verdict schema, what changed")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    p = policy_sub.add_parser("diff", help="policies added, removed and changed from OLD to NEW, and what that means "
+                                           "for thresholds, screens, heads, adapters and cached verdicts (exit 1 if they differ)")
+    p.add_argument("old", help="the old policy file")
+    p.add_argument("new", help="the new policy file")
+    p.add_argument("--json", action="store_true", help="print the difference as JSON")
+    p = policy_sub.add_parser("schema", help="print the verdict JSON Schema a policy file defines")
+    p.add_argument("file", nargs="?", help="policy file (default prompts/policy.yaml)")
 
 
 def _count_rows(path: Path, fmt: str) -> int | None:
@@ -302,6 +315,20 @@ COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd
 COMMANDS["review"] = review_cli.cmd_review
 COMMANDS["merchants"] = merchants_cli.cmd_merchants
 COMMANDS["screen"] = cmd_screen
+
+
+def cmd_policy(args) -> int:
+    from moderation.policy import diff_policies, load_policy, render_diff
+
+    if args.policy_command == "schema":
+        print(json.dumps(load_policy(args.file).schema, indent=2, ensure_ascii=False))
+        return 0
+    diff = diff_policies(load_policy(args.old), load_policy(args.new))
+    print(json.dumps(diff, indent=2, ensure_ascii=False) if args.json else render_diff(diff))
+    return 0 if diff["identical"] else 1
+
+
+COMMANDS["policy"] = cmd_policy
 
 
 def main(argv: list[str] | None = None) -> int:

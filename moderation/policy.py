@@ -133,9 +133,9 @@ def _build(data: dict[str, Any]) -> Policy:
     bad = [i for i in ids if not isinstance(i, str) or not POLICY_ID.fullmatch(i)]
     if not ids or bad or len(set(ids)) != len(ids):
         raise ConfigError(f"policy ids must be distinct lower-case names (letters, digits, '_'), got {list(ids)}")
-    if tuple(data["decisions"]) != DECISIONS:
+    if set(data["decisions"]) != set(DECISIONS):
         raise ConfigError(f"decisions {tuple(data['decisions'])} differ from the schema's {DECISIONS}")
-    if tuple(data["severities"]) != SEVERITIES:
+    if set(data["severities"]) != set(SEVERITIES):
         raise ConfigError(f"severities {tuple(data['severities'])} differ from the schema's {SEVERITIES}")
     regions = {
         code: Region(code, r["name"], tuple(r.get("restricted", ())), tuple(r.get("required_info", ())))
@@ -148,8 +148,8 @@ def _build(data: dict[str, Any]) -> Policy:
     return Policy(
         version=str(data["version"]),
         name=str(data.get("name", "")),
-        decisions=dict(data["decisions"]),
-        severities=dict(data["severities"]),
+        decisions={d: str(data["decisions"][d]) for d in DECISIONS},  # in the schema's order, whatever the file's
+        severities={s: str(data["severities"][s]) for s in SEVERITIES},
         policies=policies,
         regions=regions,
         label_map=label_map,
@@ -195,4 +195,58 @@ def render_region(policy: Policy, region: str | None) -> str:
     lines = [f"Extra rules for region {overlay.code} ({overlay.name}):"]
     lines += [f"- restricted here: {r}" for r in overlay.restricted]
     lines += [f"- listings here must state: {r}" for r in overlay.required_info]
+    return "\n".join(lines)
+
+
+ENTRY_FIELDS = ("title", "definition", "severity", "default_action", "violating", "allowed")
+
+
+def diff_policies(old: Policy, new: Policy) -> dict[str, Any]:
+    """What changed from one policy file to another: policies added, removed and changed (which fields),
+    the taxonomy (ids in order, hence the verdict schema), the version, overlays and label map.
+
+    `same_taxonomy` False means that thresholds files, screens, heads and adapters made for `old` are
+    refused under `new`; any change at all (`policy_sha`) means cached verdicts are not reused.
+    """
+    before, after = {p.id: p for p in old.policies}, {p.id: p for p in new.policies}
+    changed = {pid: [f for f in ENTRY_FIELDS if getattr(before[pid], f) != getattr(after[pid], f)]
+               for pid in before.keys() & after.keys()}
+    return {
+        "old": {"file_version": old.version, "name": old.name, "schema_id": old.schema_id, "policy_sha": old.sha},
+        "new": {"file_version": new.version, "name": new.name, "schema_id": new.schema_id, "policy_sha": new.sha},
+        "added": [p for p in new.ids if p not in before],
+        "removed": [p for p in old.ids if p not in after],
+        "changed": {pid: fields for pid, fields in sorted(changed.items()) if fields},
+        "reordered": old.ids != new.ids and set(old.ids) == set(new.ids),
+        "same_taxonomy": old.ids == new.ids,
+        "regions": sorted(code for code in old.regions.keys() | new.regions.keys()
+                          if old.regions.get(code) != new.regions.get(code)),
+        "label_map": sorted(k for k in old.label_map.keys() | new.label_map.keys()
+                            if old.label_map.get(k, "-") != new.label_map.get(k, "-")),
+        "decisions_or_severities_reworded": old.decisions != new.decisions or old.severities != new.severities,
+        "identical": old.sha == new.sha,
+    }
+
+
+def render_diff(diff: dict[str, Any]) -> str:
+    """A policy diff as text for a person: one line per added, removed or changed policy, then what it means."""
+    old, new = diff["old"], diff["new"]
+    lines = [f"--- {old['name']} {old['file_version']} ({old['schema_id']})",
+             f"+++ {new['name']} {new['file_version']} ({new['schema_id']})"]
+    lines += [f"+ {p}" for p in diff["added"]]
+    lines += [f"- {p}" for p in diff["removed"]]
+    lines += [f"~ {p}: {', '.join(fields)}" for p, fields in diff["changed"].items()]
+    if diff["reordered"]:
+        lines.append("~ policy order (score vectors follow it)")
+    lines += [f"~ region overlay {code}" for code in diff["regions"]]
+    lines += [f"~ label_map entry {label}" for label in diff["label_map"]]
+    if diff["decisions_or_severities_reworded"]:
+        lines.append("~ wording of the decisions or severities")
+    if diff["identical"]:
+        lines.append("no change: verdicts, caches and fitted files carry over")
+    elif diff["same_taxonomy"]:
+        lines.append("same taxonomy: thresholds, screens, heads and adapters still apply; cached verdicts are not reused")
+    else:
+        lines.append("new taxonomy: thresholds files, screens, heads and adapters made for the old one are refused; "
+                     "refit them (README, 'Your own taxonomy'), and cached verdicts are not reused")
     return "\n".join(lines)
