@@ -39,7 +39,7 @@ class LabelledItem:
     """An item with its gold labels, split and provenance."""
 
     item: Item
-    gold_violations: frozenset[str]
+    gold_violations: frozenset[str]  # policy ids of the taxonomy the set is labelled in (public sets: the default)
     split: str
     source: str
     licence: str

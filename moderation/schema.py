@@ -1,5 +1,9 @@
 """The verdict JSON Schema, its validation, and the checks a schema cannot express.
 
+The schema belongs to a taxonomy: its policy enum is the policy file's ids (`verdict_schema(ids)`,
+with an `$id` naming them). `verdict.schema.json` is the shipped file's, the default taxonomy's;
+decisions, severities and the shape of a verdict are the same for every taxonomy.
+
 Every backend's output goes through `parse_verdict`, whether or not the engine decoded under
 the schema: the schema is the contract, constrained decoding only makes it cheaper to keep.
 """

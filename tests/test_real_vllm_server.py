@@ -89,3 +89,21 @@ def test_moderation_run_through_vllm_serve_gives_valid_verdicts(vllm_server, tmp
         for r in valid:
             item = build_item(texts[r["id"]], 1, columns={}, default_kind="listing", limits=ReadLimits())
             parse_verdict(json.dumps(r["verdict"]), item.text(), DEFAULT_POLICY_IDS)
+
+
+def test_a_served_model_moderates_in_the_example_taxonomy(vllm_server, tmp_path):
+    """--policy with another taxonomy: the server decodes under that taxonomy's schema, and only its ids appear."""
+    from conftest import ROOT
+
+    from moderation.policy import load_policy
+
+    path = ROOT / "prompts" / "examples" / "local-services.yaml"
+    policy = load_policy(path)
+    rows = [json.loads(line) for line in (ROOT / "eval_sets" / "local_services" / "labels.jsonl").read_text().splitlines()[:8]]
+    out = tmp_path / "local.jsonl"
+    assert main(["run", str(write_jsonl(tmp_path / "in.jsonl", rows)), "-o", str(out), "--backend", "openai",
+                 "--base-url", vllm_server, "--model", "smollm2", "--policy", str(path), "--no-progress"]) == 0
+    records = read_jsonl(out)
+    valid = [r for r in records if "verdict" in r]
+    assert len(valid) >= 6 and all(r["provenance"]["schema_id"] == policy.schema_id for r in records)
+    assert {v["policy"] for r in valid for v in r["verdict"]["violations"]} <= set(policy.ids)
