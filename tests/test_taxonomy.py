@@ -227,3 +227,22 @@ def test_policy_diff_shows_added_removed_and_changed_policies(tmp_path, capsys):
     assert main(["policy", "schema", str(new)]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "tobacco_nicotine" in schema["$defs"]["violation"]["properties"]["policy"]["enum"]
+
+
+def test_an_adapter_trained_on_curated_data_carries_its_taxonomy(team, tmp_path, make_moderator):
+    from finetune.common import record_taxonomy
+
+    from moderation.model import load_adapter
+
+    curated = tmp_path / "curated"
+    (curated / "sft").mkdir(parents=True)
+    (curated / "taxonomy.json").write_text(json.dumps({"policies": list(IDS)}))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (adapter / "moderation.json").write_text(json.dumps({"prompt": "prompts/moderate.short.v1.txt"}))
+    assert record_taxonomy(str(curated / "sft"), adapter) == IDS
+    assert json.loads((adapter / "moderation.json").read_text())["prompt"] == "prompts/moderate.short.v1.txt"
+    assert load_adapter(str(adapter)).policies == IDS
+    with pytest.raises(ConfigError, match="trained for another taxonomy.*Marketplace content policy"):
+        make_moderator(adapter=load_adapter(str(adapter)))  # the default policy
