@@ -19,7 +19,13 @@ def add_curate_parser(sub) -> None:
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--prompt", default="prompts/moderate.short.v1.txt", help="prompt template the rows are rendered with")
     p.add_argument("--policy", help=POLICY_HELP)
+    p.add_argument("--labels", metavar="FILE", action="append", default=[], help=(
+        "a team's labelled file, read as `eval --labels` reads it, in the --policy taxonomy (repeatable): its train "
+        "rows (every row, without a split column) are sampled like a set's; its dev and test rows are checked for leakage"))
     add_fields(p, CurateConfig)
+    from moderation.labels import LabelOptions
+
+    add_fields(p.add_argument_group("reading --labels files"), LabelOptions)
 
 
 def _set_list(text: str | None, training: bool = False) -> list[str]:
@@ -39,6 +45,7 @@ def _set_list(text: str | None, training: bool = False) -> list[str]:
 
 def cmd_curate(args) -> int:
     from moderation.evalsets import load_set, load_sets
+    from moderation.labels import LabelOptions, read_labelled
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
@@ -50,6 +57,10 @@ def cmd_curate(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     # Leak checks look at every test item, whatever its labels: the unmapped ones too.
     test = {n: load_set(n, "test", args.data_dir) for n in _set_list(args.test_sets)}
+    for path in args.labels:
+        labelled = read_labelled(path, from_args(LabelOptions, args), policy, default_split="train")
+        train[labelled.name] = labelled.split("train")
+        test[f"{labelled.name} (held out)"] = labelled.split("dev") + labelled.split("test")
     curated = curate(train, test, args.case_checks, policy, template, config)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join(["moderation", *sys.argv[1:]]) if "moderation" in sys.argv[0] else None,

@@ -180,7 +180,7 @@ def build_moderator(settings: RunSettings):
     """The backend the settings name (with every --adapter loaded), wrapped in a Moderator with
     policy and prompt that asks for the base model."""
     from moderation.backends import load_backend
-    from moderation.pipeline import Moderator, check_adapter_taxonomy
+    from moderation.pipeline import Moderator, check_taxonomy
     from moderation.policy import load_policy
     from moderation.prompts import load_template
 
@@ -189,7 +189,7 @@ def build_moderator(settings: RunSettings):
     template = load_template(settings.prompt or model_profile_for(settings).prompt)
     config = dataclasses.replace(settings.backend_config, adapters=load_adapters(settings.adapter))
     for adapter in config.adapters:
-        check_adapter_taxonomy(adapter, policy)
+        check_taxonomy(policy, adapter=adapter)
     thresholds, scorer = run_thresholds(settings, policy), run_scorer(settings, policy)  # bad files fail before the engine loads
     print(f"loading backend {settings.backend} with model {settings.model} ...", file=sys.stderr)
     backend = load_backend(settings.backend, config)

@@ -39,15 +39,22 @@ MAX_VIOLATIONS = 3  # the verdict schema's maxItems
 ALLOW_RATIONALE = "No policy score reached its threshold."
 
 
-def check_adapter_taxonomy(adapter: Adapter, policy: Policy) -> None:
-    """An adapter whose moderation.json names the taxonomy it was trained for serves only that taxonomy.
+def check_taxonomy(policy: Policy, *, adapter: Adapter | None = None, thresholds: dict[str, float] | None = None,
+                   scorer=None) -> None:
+    """What a moderator is given besides its policy must be made for the policy's taxonomy: an adapter whose
+    moderation.json names the taxonomy it was trained for, thresholds, and a scorer's policies.
 
     Raises:
-        ConfigError: it was trained for other policies; the message names both.
+        ConfigError: one was made for other policies; the message names both.
     """
-    if adapter.policies and adapter.policies != policy.ids:
+    if adapter is not None and adapter.policies and adapter.policies != policy.ids:
         raise ConfigError(f"adapter {adapter.name} ({adapter.path}) was trained for another taxonomy, policies "
                           f"{list(adapter.policies)}; the policy file is {policy.describe()}")
+    foreign = sorted(set(thresholds or {}) - set(policy.ids))
+    if foreign:
+        raise ConfigError(f"thresholds for {foreign}, which are not policies of {policy.describe()}")
+    if scorer is not None and tuple(getattr(scorer, "policies", policy.ids)) != policy.ids:
+        raise ConfigError(f"the scorer scores policies {list(scorer.policies)}, not those of {policy.describe()}")
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,7 @@ class Moderator:
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
-        if adapter is not None:
-            check_adapter_taxonomy(adapter, policy)
+        check_taxonomy(policy, adapter=adapter, thresholds=thresholds, scorer=scorer)
         self.backend = backend
         self.policy = policy
         self.template = template

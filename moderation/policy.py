@@ -20,11 +20,11 @@ import yaml
 
 from moderation.errors import ConfigError
 from moderation.resources import SOURCE_ROOT, find_file, shipped
-from moderation.schema import DECISIONS, POLICY_ID, SEVERITIES, schema_id, taxonomy_sha, verdict_schema
+from moderation.schema import DECISIONS, POLICY_ID, SEVERITIES, schema_id, verdict_schema
 
 PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
 DEFAULT_POLICY = shipped("prompts/policy.yaml")
-REQUIRED_REGIONS = ("EU", "UK", "US", "SG")  # the overlays the shipped policy has (other policy files need none)
+REQUIRED_REGIONS = ("EU", "UK", "US", "SG")  # the overlays the shipped policy and kyc.yaml keep (tested); others need none
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,6 @@ class Policy:
     def schema_id(self) -> str:
         return schema_id(self.ids)
 
-    @property
-    def taxonomy_sha(self) -> str:
-        return taxonomy_sha(self.ids)
-
     @cached_property
     def sha(self) -> str:
         """A hash of everything in the file that reaches a prompt or a verdict (ids, wording, severities,
@@ -121,9 +117,14 @@ def load_policy(path: str | Path | None = None) -> Policy:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"policy file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("policies"), list):
+        raise ConfigError(f"policy file {path} must be a mapping with version, decisions, severities and a list of "
+                          "policies (see prompts/policy.yaml)")
     try:
         return _build(data)
-    except (KeyError, TypeError, AttributeError) as exc:
+    except KeyError as exc:
+        raise ConfigError(f"policy file {path} lacks the key {exc!s} (see prompts/policy.yaml)") from None
+    except (TypeError, AttributeError) as exc:
         raise ConfigError(f"policy file {path} is malformed near {exc!s}") from None
 
 

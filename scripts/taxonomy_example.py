@@ -5,7 +5,9 @@
 In one invocation, on eval_sets/local_services/labels.jsonl under prompts/examples/local-services.yaml:
 1. `moderation eval --labels` with the rules and TF-IDF baselines and the zero-shot base model on vLLM;
 2. the same file through `--backend openai` against vLLM's OpenAI-compatible server holding that model;
-3. `moderation run --model default` with the example policy, which must be refused (the fine-tuned
+3. policy heads for the example taxonomy: `moderation curate --labels` on the file's train rows,
+   `finetune/fit_heads.py`, then `moderation eval --heads` (thresholds from the file's dev rows);
+4. `moderation run --model default` with the example policy, which must be refused (the fine-tuned
    default knows only the 12 default policies).
 Figures come from each eval's metrics.json; the tables are spliced between markers in the doc.
 """
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -87,6 +90,22 @@ def served_model(log: Path):
             proc.kill()
 
 
+def fitted_heads(out: Path) -> tuple[dict, float]:
+    """Policy heads for the example taxonomy (base model hidden states and TF-IDF), fitted on the labelled
+    file's train rows, and their eval; the metrics gain `rows`, the rows they were fitted on."""
+    started = time.perf_counter()
+    moderation("curate", "-o", str(out / "curated"), "--labels", LABELS, "--policy", POLICY, "--sets", "none",
+               "--test-sets", "marketplace")
+    fit = subprocess.run([sys.executable, "finetune/fit_heads.py", "--dataset", str(out / "curated" / "sft"),
+                          "--out", str(out / "heads")],
+                         cwd=ROOT, capture_output=True, text=True)
+    if fit.returncode != 0:
+        raise SystemExit(f"fit_heads.py exited {fit.returncode}:\n{fit.stderr[-3000:]}")
+    metrics, _ = evaluate(out / "heads-eval", "--model", "base", "--heads", str(out / "heads"), systems="llm")
+    card = json.loads((out / "heads" / "heads.json").read_text())
+    return {**metrics, "rows": card["rows"]}, time.perf_counter() - started
+
+
 def number(value, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -117,18 +136,21 @@ def policy_table(rows: list[tuple[str, dict]], policies: list[str]) -> list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default="runs/local-services", help="where the eval outputs go")
+    parser.add_argument("--out-dir", default="runs/local-services", help="where the eval outputs go (emptied first)")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "local-services.md"), help="the Markdown file to splice into")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    print("1/3 eval: baselines and the zero-shot base model on vLLM ...", file=sys.stderr)
+    shutil.rmtree(out, ignore_errors=True)  # measured from scratch: no run file resumed, no heads refit on top
+    out.mkdir(parents=True)
+    print("1/4 eval: baselines and the zero-shot base model on vLLM ...", file=sys.stderr)
     local, local_s = evaluate(out / "vllm", "--model", "base")
-    print("2/3 eval: the same model served by vLLM's OpenAI-compatible server, --backend openai ...", file=sys.stderr)
+    print("2/4 eval: the same model served by vLLM's OpenAI-compatible server, --backend openai ...", file=sys.stderr)
     with served_model(out / "vllm-server.log") as url:
         served, served_s = evaluate(out / "openai", "--backend", "openai", "--base-url", url, "--model", SERVED,
                                     systems="llm")
-    print("3/3 run --model default under the example policy (must be refused) ...", file=sys.stderr)
+    print("3/4 policy heads fitted on the file's train rows: curate --labels, fit_heads, eval --heads ...", file=sys.stderr)
+    heads, heads_s = fitted_heads(out)
+    print("4/4 run --model default under the example policy (must be refused) ...", file=sys.stderr)
     refused = moderation("run", LABELS, "-o", str(out / "default.jsonl"), "--model", "default", "--policy", POLICY,
                          check=False)
     if refused.returncode != 2:
@@ -139,13 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             *[(f"zero-shot base, {'openai' if r['system'] == 'llm' else 'openai ' + r['system'].split('@')[1]}", r)
               for r in served["results"]],
             *([("zero-shot base, vLLM, dev thresholds", by_system["llm@dev-thresholds"])]
-              if "llm@dev-thresholds" in by_system else [])]
+              if "llm@dev-thresholds" in by_system else []),
+            *[(f"policy heads ({heads['rows']} train rows), dev thresholds", r) for r in heads["results"]
+              if r["system"] == "llm@dev-thresholds"]]
     policies = list(local["results"][0]["thresholds"])
     llm = local["meta"]["llm"]
     block = "\n".join([
         START,
         f"Measured {datetime.date.today().isoformat()} by `python scripts/taxonomy_example.py` "
-        f"({local_s / 60:.1f} + {served_s / 60:.1f} minutes on {platform.machine()}, {os.cpu_count()} CPU cores): "
+        f"({(local_s + served_s + heads_s) / 60:.1f} minutes on {platform.machine()}, {os.cpu_count()} CPU cores): "
         f"{local['meta']['test_items']} test items of `{LABELS}`; thresholds from its {local['meta']['thresholds_from']}.",
         f"Model `{llm['model']}`, policy {llm['policy_version']} (schema `{llm['schema_id']}`).",
         "",

@@ -67,6 +67,11 @@ def test_bad_policy_files_are_refused_by_name(tmp_path):
             load_policy(taxonomy_file(tmp_path / "bad.yaml", ids))
     with pytest.raises(ConfigError, match="label_map maps onto.*not policy ids"):
         load_policy(taxonomy_file(tmp_path / "bad.yaml", label_map={"misleading_claim": "nonsense"}))
+    for text, problem in (("", "must be a mapping"), ("- a\n- b\n", "must be a mapping"),
+                          ("version: 1\npolicies:\n  - id: x\n", "lacks the key 'title'")):
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=problem):
+            load_policy(tmp_path / "bad.yaml")
 
 
 def test_a_run_follows_the_team_taxonomy_and_names_only_its_ids(team, tmp_path):
@@ -94,7 +99,7 @@ def test_a_transformers_run_under_the_team_taxonomy_names_only_its_ids(team, tmp
 
 
 def labelled_file(path):
-    rows = [{**item, "violations": GOLD[item["id"]], "split": split}
+    rows = [{**item, "title": f"{item['title']} ({split} copy)", "violations": GOLD[item["id"]], "split": split}
             for split in ("train", "dev", "test") for item in ITEMS]
     return write_jsonl(path, [{**r, "id": f"{r['split']}-{r['id']}"} for r in rows])
 
@@ -246,3 +251,13 @@ def test_an_adapter_trained_on_curated_data_carries_its_taxonomy(team, tmp_path,
     assert load_adapter(str(adapter)).policies == IDS
     with pytest.raises(ConfigError, match="trained for another taxonomy.*Marketplace content policy"):
         make_moderator(adapter=load_adapter(str(adapter)))  # the default policy
+
+
+def test_curate_trains_on_a_team_labelled_file_in_its_taxonomy(team, tmp_path):
+    curated = tmp_path / "curated"
+    assert main(["curate", "-o", str(curated), "--labels", str(labelled_file(tmp_path / "labels.jsonl")),
+                 "--policy", str(team), "--sets", "none", "--test-sets", "marketplace"]) == 0
+    rows = read_jsonl(curated / "sft" / "train.jsonl")
+    verdicts = [json.loads(r["messages"][-1]["content"]) for r in rows]
+    assert len(rows) == 6  # the train rows only: dev and test are held out
+    assert {v["policy"] for verdict in verdicts for v in verdict["violations"]} == {"fraud_scam", "spam", "tobacco_nicotine"}
