@@ -236,7 +236,6 @@ def test_policy_diff_shows_added_removed_and_changed_policies(tmp_path, capsys):
 
 def test_an_adapter_trained_on_curated_data_carries_its_taxonomy(team, tmp_path, make_moderator):
     from finetune.common import record_taxonomy
-
     from moderation.model import load_adapter
 
     curated = tmp_path / "curated"
