@@ -113,7 +113,7 @@ def test_vllm_and_transformers_give_the_same_label_probabilities(vllm_backend, t
     from moderation.scoring import decision_probes, policy_probes
 
     messages = [template.messages(item, policy) for _, item in demo_rows(3)[1:]]
-    for probes in (decision_probes(messages), policy_probes(messages, [{"review": 1.0}] * 2, [None, None])):
+    for probes in (decision_probes(messages), policy_probes(messages, [{"review": 1.0}] * 2, [None, None], policy.ids)):
         fast, slow = vllm_backend.label_probs(probes), transformers_backend.label_probs(probes)
         for a, b in zip(fast, slow):
             assert sum(a.values()) == pytest.approx(1, abs=1e-6)

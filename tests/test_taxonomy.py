@@ -113,6 +113,8 @@ def test_eval_labels_reports_only_the_team_taxonomy(team, tmp_path):
     assert keys and keys <= set(IDS)
     assert all(set(r["thresholds"]) == set(IDS) for r in metrics["results"])
     assert set(json.loads((out / "thresholds" / "labels.json").read_text())) == set(IDS)
+    runs = [r for f in (out / "runs").glob("*.jsonl") for r in read_jsonl(f)]
+    assert len(runs) == 12 and all(named_policies(r) <= set(IDS) for r in runs)  # test and dev rows
     assert metrics["meta"]["llm"]["schema_id"] == load_policy(team).schema_id
     assert not set(re.findall(r"\b[a-z]+_[a-z_]+\b", (out / "report.md").read_text())) & (set(DEFAULT_POLICY_IDS) - set(IDS))
 

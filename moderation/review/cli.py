@@ -148,13 +148,7 @@ def _export(args) -> int:
     store = _open(args.db)
     if args.format == "label-studio":
         checks = store.checks(args.queue)
-        taxonomies = {store.taxonomy(q) for q in dict.fromkeys(c.queue for c in checks)}
-        if len(taxonomies) > 1:
-            raise InputError("these case checks come from queues of different taxonomies; export one --queue at a time")
-        taxonomy = taxonomies.pop() if taxonomies else store.taxonomy(args.queue) if args.queue else None
-        if taxonomy is None:
-            raise InputError(f"no case checks in {args.db} to export")
-        count, config = interop.export_label_studio(checks, args.output, taxonomy)
+        count, config = interop.export_label_studio(checks, args.output, interop.one_taxonomy(store, checks))
         print(f"{count} open case checks as Label Studio tasks in {args.output}; labelling config in {config}")
         return 0
     checks = interop.finished(store, args.queue)

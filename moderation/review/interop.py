@@ -103,6 +103,19 @@ def label_studio_tasks(checks: Iterable[CaseCheck]) -> list[dict[str, Any]]:
     return tasks
 
 
+def one_taxonomy(store: Store, checks: list[CaseCheck]) -> Taxonomy:
+    """The taxonomy the checks' queues share (one labelling config serves them all).
+
+    Raises:
+        InputError: no checks, or checks from queues of different taxonomies.
+    """
+    taxonomies = {store.taxonomy(queue) for queue in dict.fromkeys(c.queue for c in checks)}
+    if len(taxonomies) != 1:
+        raise InputError("no case checks to export" if not taxonomies else
+                         "these case checks come from queues of different taxonomies; export one --queue at a time")
+    return taxonomies.pop()
+
+
 def export_label_studio(checks: Iterable[CaseCheck], path: str | Path, taxonomy: Taxonomy) -> tuple[int, Path]:
     """Write tasks JSON and, beside it, the labelling config of their taxonomy (`*.label_config.xml`)."""
     tasks = label_studio_tasks(c for c in checks if c.status != "done")
