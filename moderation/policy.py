@@ -59,9 +59,9 @@ class Policy:
     def entry(self, policy_id: str) -> PolicyEntry:
         return next(p for p in self.policies if p.id == policy_id)
 
-    @property
+    @cached_property
     def ids(self) -> tuple[str, ...]:
-        """The taxonomy: the policy ids, in the file's order."""
+        """The taxonomy: the policy ids, in the file's order (read per item on the hot path: made once)."""
         return tuple(p.id for p in self.policies)
 
     @property
@@ -69,7 +69,7 @@ class Policy:
         """The verdict schema of this taxonomy (shared: copy it before changing it)."""
         return verdict_schema(self.ids)
 
-    @property
+    @cached_property
     def schema_id(self) -> str:
         return schema_id(self.ids)
 

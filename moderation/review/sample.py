@@ -63,12 +63,13 @@ def check_taxonomy(records: list[RunRecord], policy: Policy, where: str | Path) 
     Raises:
         ConfigError: a record was made under another taxonomy; the message names both.
     """
+    ids = set(policy.ids)
     for record in records:
         made_under = (record.provenance or {}).get("schema_id")
         named = {v["policy"] for v in (record.verdict or {}).get("violations", [])}
-        if (made_under and made_under != policy.schema_id) or not named <= set(policy.ids):
+        if (made_under and made_under != policy.schema_id) or not named <= ids:
             raise ConfigError(f"{where} was made under another taxonomy (verdict schema {made_under or 'unrecorded'}, "
-                              f"naming {sorted(named - set(policy.ids)) or sorted(named)}); the policy file is "
+                              f"naming {sorted(named - ids) or sorted(named)}); the policy file is "
                               f"{policy.describe()} (schema {policy.schema_id}). Give `review sample` the run's own "
                               "policy file with --policy")
     return records
