@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from moderation.errors import InputError
-from moderation.review import auth, dashboard
+from moderation.review import access, auth, dashboard
 from moderation.review.store import ReviewConflict, Store
 from moderation.review.throttle import LoginLimits, LoginThrottle
 from moderation.review.verdicts import REVIEW_DECISIONS
@@ -165,23 +165,34 @@ class ReviewSite:
         return self.redirect(request, f"/checks/{check.check_id}", sess)
 
     def visible_check(self, user, check_id: str):
+        """The case check, once the table lets this account see it.
+
+        Raises:
+            PermissionError: there is no such check, or it is not the account's to see.
+        """
         try:
             check = self.store.get(check_id)
         except InputError:
             raise PermissionError("no such case check") from None
-        if user["role"] != "lead" and user["name"] not in (check.assigned_to, check.reviewer):
-            raise PermissionError("this case check is not yours")
+        access.require(user, "see_check", check)
         return check
 
     def check_page(self, request, sess, user, check, status=200, error=None):
         flagged = (check.model_verdict or {}).get("violations", [])
-        editable = user["role"] == "lead" or (check.status == "assigned" and check.assigned_to == user["name"])
+        editable = access.allowed(user, access.check_action(check), check)
         # A finished check changes only with the lead's explicit confirmation (the form's `redecide` box).
         return self.page(request, "check.html", sess, status=status, check=check, error=error, editable=editable,
                          fields=item_fields(check.item, [v["evidence"] for v in flagged]),
                          progress=self.store.progress(check.queue, user["name"]),
                          policies=policy_choices(self.store.taxonomy(check.queue)), decisions=DECISION_KEYS,
                          model_policies={v["policy"] for v in flagged})
+
+
+def _version(form) -> int:
+    """The version the form was made from; anything but a plain number the store can compare (a huge one
+    overflows SQLite's and PostgreSQL's integers) matches no version, so the save answers 409."""
+    text = str(form.get("version", ""))
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
 
 
 def policy_choices(taxonomy) -> list[tuple[str, str, str]]:
@@ -268,6 +279,7 @@ def _queue_routes(app, site: ReviewSite) -> None:
     @app.get("/")
     def home(request: Request):
         sess, user = site.login_required(request)
+        access.require(user, "see_queues")
         queues = [{**q, **site.store.progress(q["name"], user["name"])} for q in site.store.queues()]
         start = next((q["name"] for q in queues if q["done"] < q["total"]), None)  # what `n` starts
         return site.page(request, "queues.html", sess, queues=queues, start=start)
@@ -275,7 +287,8 @@ def _queue_routes(app, site: ReviewSite) -> None:
     @app.get("/queues/{queue}")
     def queue_page(request: Request, queue: str):
         sess, user = site.login_required(request)
-        lead = user["role"] == "lead"
+        access.require(user, "see_queue")
+        lead = access.scope(user, "see_queue") == access.ANY
         checks = site.store.checks(queue) if lead else site.store.checks(queue, reviewer=user["name"])
         return site.page(request, "queue.html", sess, queue=queue, checks=checks, lead=lead,
                          progress=site.store.progress(queue, user["name"]))
@@ -284,6 +297,7 @@ def _queue_routes(app, site: ReviewSite) -> None:
     async def next_item(request: Request, queue: str):
         sess, user = site.login_required(request)
         await site.form(request, sess)
+        access.require(user, "claim")  # always for the session's own account, whatever the form says
         return site.to_next(request, sess, queue, user["name"])
 
 
@@ -300,6 +314,7 @@ def _check_routes(app, site: ReviewSite) -> None:
         sess, user = site.login_required(request)
         form = await site.form(request, sess)
         check = site.visible_check(user, check_id)
+        access.require(user, access.check_action(check), check)
         action = str(form.get("action", ""))
         if action not in REVIEW_DECISIONS:
             return site.check_page(request, sess, user, check, 400, f"unknown action {action!r}")
@@ -307,13 +322,15 @@ def _check_routes(app, site: ReviewSite) -> None:
         if action == "correct":
             correction = {"decision": str(form.get("decision", "")), "policies": [str(p) for p in form.getlist("policy")],
                           "rationale": str(form.get("rationale", ""))}
-        as_lead = user["role"] == "lead" and check.assigned_to != user["name"]
+        # Anyone's check (a lead's scope) is saved without the store's holder test; an own one only while
+        # it is still open and held by this account, which the store tests in the same write.
+        anyones = access.scope(user, access.check_action(check)) == access.ANY
         try:
-            site.store.decide(check_id, user["name"], int(form.get("version", "-1")), action,
-                              notes=str(form.get("notes", "")), correction=correction, lead=as_lead,
+            site.store.decide(check_id, user["name"], _version(form), action,
+                              notes=str(form.get("notes", "")), correction=correction, lead=anyones,
                               redecide=form.get("redecide") == "yes")
-        except ReviewConflict as exc:
-            return site.check_page(request, sess, user, site.store.get(check_id), 409, str(exc))
+        except ReviewConflict as exc:  # the page shows the check as it is now, if this account may still see it
+            return site.check_page(request, sess, user, site.visible_check(user, check_id), 409, str(exc))
         except (InputError, ValueError) as exc:
             return site.check_page(request, sess, user, check, 400, str(exc))
         return site.to_next(request, sess, check.queue, user["name"])
@@ -326,8 +343,7 @@ def _dashboard_routes(app, site: ReviewSite) -> None:
     @app.get("/dashboard")
     def dashboard_page(request: Request, queue: str | None = None):
         sess, user = site.login_required(request)
-        if user["role"] != "lead":
-            raise PermissionError("the dashboard is for leads")
+        access.require(user, "see_dashboard")
         stats = dashboard.summary(site.store.checks(queue or None))
         charts = [Markup(svg) for svg in dashboard.charts(stats)]  # built from escaped labels
         return site.page(request, "dashboard.html", sess, stats=stats, charts=charts, queue=queue,

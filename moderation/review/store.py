@@ -287,21 +287,26 @@ class Store:
         lead: bool = False,
         redecide: bool = False,
     ) -> CaseCheck:
-        """Record a reviewer's decision on a case check they hold (a lead may also redo a done one,
-        with `redecide`; the audit row then keeps the decision, verdict and reviewer it replaced).
+        """Record a reviewer's decision on an open case check they hold; with `lead` (the app's access
+        table gives the account anyone's checks), on any check, a finished one too with `redecide`
+        (the audit row then keeps the decision, verdict and reviewer it replaced).
 
         Raises:
-            ReviewConflict: the check changed since `version` was read, is held by another reviewer,
-                or is finished and `redecide` was not given.
+            ReviewConflict: the check changed since `version` was read, is not held by `reviewer`
+                (without `lead`), or is finished and `lead` or `redecide` was not given.
             InputError: the decision or correction is not valid.
         """
         check = self.get(check_id)
+        if check.status == "done" and not lead:
+            raise ReviewConflict(f"case check {check_id} is finished ({check.review_decision} by {check.reviewer}); "
+                                 "only a lead may change a finished review")
         if check.status == "done" and not redecide:
             raise ReviewConflict(f"case check {check_id} is finished ({check.review_decision} by {check.reviewer}); "
                                  "confirm that you want to change that review")
         item = Item.from_record(check.item)
         verdict = reviewer_verdict(review_decision, item, check.model_verdict, self.taxonomy(check.queue), **(correction or {}))
-        owner = "" if lead else " AND assigned_to = ?"
+        # Without `lead`, the row must still be open and held by this reviewer when it is written.
+        owner = "" if lead else " AND status = 'assigned' AND assigned_to = ?"
         params = [json.dumps(verdict, ensure_ascii=False) if verdict is not None else None, review_decision,
                   reviewer, notes[:2000], now_iso(), check_id, version] + ([] if lead else [reviewer])
         with self.db.transaction():
