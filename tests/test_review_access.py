@@ -230,3 +230,13 @@ def test_docs_security_prints_the_table():
     from moderation.review import access
 
     assert access.markdown_table() in (Path(__file__).parents[1] / "docs" / "security.md").read_text()
+
+
+@pytest.mark.parametrize("version", ["9" * 30, "-1", "1e3", "", "²"])
+def test_a_version_that_is_no_plain_number_is_a_conflict_not_a_crash(store, version):
+    check_id = check_in(store, "held by ann")
+    ann = browser(store, "ann")
+    before = snapshot(store, check_id)
+    r = ann.post(f"/checks/{check_id}", data={"csrf_token": csrf(ann.get("/").text), "version": version,
+                                              "action": "accept"})
+    assert r.status_code == 409 and snapshot(store, check_id) == before
