@@ -29,7 +29,7 @@ from pathlib import Path
 from moderation.batch import ErrorBudgetExceeded, check_budget, summarize_records
 from moderation.errors import BackendError, ConfigError, InputError, ModerationError
 from moderation.factory import RunSettings, run_moderator, run_options, run_screen, run_store
-from moderation.items import KINDS, Item, ReadLimits, RowError, detect_format, looks_binary, parse_column_map, read_stream
+from moderation.items import KINDS, Item, ReadLimits, RowError, detect_format, parse_column_map, read_stream, refuse_binary
 from moderation.runfile import RowKeys, RunRecord
 
 try:
@@ -93,8 +93,8 @@ class FileRows:
             data = gzip.decompress(data)
         if not data.strip():
             raise InputError(f"input file is empty: {path}")
-        if self.fmt != "parquet" and looks_binary(data):
-            raise InputError(f"{path} looks like a binary file, not JSONL or CSV text")
+        if self.fmt != "parquet":
+            refuse_binary(data, path)
         return read_stream(io.BytesIO(data), self.fmt, name=path, **self.opts)
 
     def keyed(self, path: str, data: bytes) -> Iterator[dict]:

@@ -1,8 +1,10 @@
 """Read JSONL, CSV and Parquet dumps as streams of typed items.
 
-A bad row never stops the stream: it becomes a `RowError` with its line number and reason.
-Only a file that cannot be read at all (missing, empty, binary, wrong format) raises
-`InputError`.
+A bad row never stops the stream: it becomes a `RowError` with its line number and reason (a
+row holding a NUL byte or character too, wherever it is in the file). Only a file that cannot be
+read at all (missing, empty, binary, wrong format) raises `InputError`; `binary_reason` says
+what makes a JSONL or CSV file binary rather than text with a few bad bytes. A UTF-8 byte-order
+mark at the start of a JSONL line is stripped and counted in the log.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,7 +37,11 @@ from moderation.columns import (
 )
 from moderation.errors import ConfigError, InputError
 
+logger = logging.getLogger(__name__)
+
 FORMATS = ("jsonl", "csv", "parquet")
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark that Windows tools and some exporters write first
+HEAD_BYTES = 65536  # how much of a JSONL or CSV file decides whether it is text
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,9 @@ def build_item(
         return item_id
     if known_kind is None:
         return RowError(line, item_id, f"unknown kind {kind!r:.40}; expected one of {list(KINDS)}")
+    nul = _column_with_nul(raw)
+    if nul is not None:
+        return RowError(line, item_id, f"column {nul!r:.40} holds a NUL character: not text")
     sources = field_sources(columns, kind)
     fields: dict[str, Any] = {}
     for name, ftype in {**KIND_FIELDS[kind], **COMMON_FIELDS}.items():
@@ -201,6 +212,16 @@ def build_item(
     return Item(id=item_id, kind=kind, fields=fields, ignored_columns=ignored)
 
 
+def _column_with_nul(raw: Mapping[str, Any]) -> str | None:
+    """The first column whose value (or a name or value inside it) holds a NUL character: such a row
+    is an error record, whichever column it is in, read or not."""
+    for column, value in raw.items():
+        if "\x00" in str(column) or any("\x00" in s for s in _strings(value)) or (
+                isinstance(value, Mapping) and any("\x00" in str(k) for k in value)):
+            return str(column).replace("\x00", "\\0")
+    return None
+
+
 def _value(raw: Mapping[str, Any], column: str) -> Any:
     value = raw.get(column)
     return None if value == "" else value
@@ -212,6 +233,8 @@ def _row_id(item_id: Any, line: int, limits: ReadLimits) -> str | RowError:
     if not isinstance(item_id, str) or not item_id.strip():
         return RowError(line, None, "row has no id" if item_id is None else f"id must be a string, got {item_id!r:.80}")
     item_id = item_id.strip()
+    if "\x00" in item_id:
+        return RowError(line, None, "id holds a NUL character: not text")
     if len(item_id) > limits.max_id_chars:
         return RowError(line, None, f"id is {len(item_id)} characters, over the {limits.max_id_chars} limit")
     return item_id
@@ -451,9 +474,58 @@ def no_items_hint(path: str | Path, fmt: str, reasons: Mapping[str, int]) -> str
     return None
 
 
-def looks_binary(head: bytes) -> bool:
-    """A NUL byte in the first bytes: not JSONL or CSV text."""
-    return b"\x00" in head[:65536]
+# The first bytes of the binary files most often handed over as JSONL or CSV, and what they are.
+SIGNATURES = (
+    (b"\x1f\x8b", "gzip-compressed data: give it a .gz name (d.jsonl.gz, d.csv.gz)"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook?): export it as CSV"),
+    (b"PAR1", "a Parquet file: give it a .parquet name or pass --format parquet"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\xff\xfe", "UTF-16 text: convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text: convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\xfd7zXZ\x00", "xz-compressed data"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+)
+# Bytes no text has: C0 controls but tab, line feed, vertical tab, form feed, carriage return and escape.
+CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+
+
+def binary_reason(head: bytes) -> str | None:
+    """Why a JSONL or CSV file whose first bytes are `head` is binary, or None when it is text.
+
+    It is binary when it holds nothing but NUL bytes (and blanks), when it starts with the signature
+    of a known binary format (gzip, ZIP, Parquet, SQLite, UTF-16, PDF, images, xz, zstd), or when
+    at least two of the non-blank lines of its
+    first 64 KB, and more than half of them, hold a NUL or another control byte that text does not
+    have. A text file with a few bad rows (a NUL in one row, a block of zeros a crash left) is
+    text: each of those rows becomes an error record. Bytes that are not UTF-8 do not count:
+    a Latin-1 file is text whose rows with accents are error records.
+    """
+    head = head[:HEAD_BYTES]
+    if not head.strip(b"\x00 \t\r\n"):
+        return "it holds nothing but NUL bytes"
+    for signature, what in SIGNATURES:
+        if head.startswith(signature):
+            return f"it is {what}"
+    lines = [line for line in head.split(b"\n") if line.strip()]
+    control = sum(1 for line in lines if CONTROL_BYTE.search(line))
+    if control >= 2 and 2 * control > len(lines):
+        return (f"{control} of the {len(lines)} lines in its first {HEAD_BYTES // 1024} KB hold NUL or other "
+                "control bytes that text does not have")
+    return None
+
+
+def refuse_binary(head: bytes, name: str) -> None:
+    """Stop at a JSONL or CSV file that is not text (see `binary_reason`).
+
+    Raises:
+        InputError: naming the file and why it is taken for binary.
+    """
+    reason = binary_reason(head)
+    if reason:
+        raise InputError(f"{name} looks like a binary file, not JSONL or CSV text: {reason}")
 
 
 def _open_binary(path: Path):
@@ -463,27 +535,34 @@ def _open_binary(path: Path):
 def _refuse_binary(path: Path) -> None:
     with _open_binary(path) as fh:
         try:
-            head = fh.read(65536)
+            head = fh.read(HEAD_BYTES)
         except (OSError, EOFError) as exc:
             raise InputError(f"cannot read {path}: {exc}") from None
-    if looks_binary(head):
-        raise InputError(f"{path} looks like a binary file, not JSONL or CSV text")
+    refuse_binary(head, str(path))
 
 
 def _read_jsonl(fh, name: str, *, columns: Mapping[str, Any], default_kind: str, limits: ReadLimits):
-    records = _jsonl_records(fh, limits)
+    records = _jsonl_records(fh, limits, name)
     if single_columns(columns):
         records = _check_jsonl_columns(records, columns, name, default_kind)
     return records
 
 
-def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowError]]:
-    """(line, parsed object or RowError) per non-blank line."""
+def _jsonl_records(fh, limits: ReadLimits, name: str = "input") -> Iterator[tuple[int, dict | RowError]]:
+    """(line, parsed object or RowError) per non-blank line; a byte-order mark starting a line is
+    stripped (first lines, or each file's first line in files joined with `cat`) and logged."""
+    marked = []
     for line_no, raw in enumerate(fh, start=1):
         if len(raw) > limits.max_row_bytes:
             yield line_no, RowError(line_no, None, f"row is {len(raw)} bytes, over the {limits.max_row_bytes}-byte limit")
             continue
+        if raw.startswith(BOM):
+            raw = raw[len(BOM):]
+            marked.append(line_no)
         if not raw.strip():
+            continue
+        if b"\x00" in raw:
+            yield line_no, RowError(line_no, None, f"row holds a NUL byte (byte {raw.index(0) + 1}): not text")
             continue
         try:
             record = parse_json(raw.decode("utf-8"), limits)
@@ -500,6 +579,18 @@ def _jsonl_records(fh, limits: ReadLimits) -> Iterator[tuple[int, dict | RowErro
             yield line_no, RowError(line_no, None, f"row is a JSON {type(record).__name__}, not an object")
             continue
         yield line_no, record
+    if marked:
+        _log_byte_order_marks(name, marked)
+
+
+def _log_byte_order_marks(name: str, lines: list[int]) -> None:
+    """One log line for the marks stripped: INFO for the usual one on line 1, WARNING for marks
+    further down (files joined into one, each with its own mark)."""
+    level = logging.INFO if lines == [1] else logging.WARNING
+    shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+    plural = "" if len(lines) == 1 else "s"
+    logger.log(level, "%s: stripped a UTF-8 byte-order mark from %d line%s (line%s %s)", name, len(lines), plural,
+               plural, shown)
 
 
 COLUMN_LOOKAHEAD = 100  # JSONL rows read ahead to check that every --columns column exists

@@ -79,6 +79,30 @@ def test_bad_input_files_give_a_message_and_exit_2_without_traceback(tmp_path, c
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_one_nul_byte_in_a_small_file_is_one_error_record_and_the_run_finishes(tmp_path, fmt):
+    """The issue-30 probe: 17 rows, one raw NUL in one of them, well inside the first 64 KB."""
+    rows = [listing(i) for i in range(17)]
+    if fmt == "jsonl":
+        lines = [json.dumps(r).encode() for r in rows]
+    else:
+        lines = [b"id,title,description"] + [f"{r['id']},{r['title']},{r['description']}".encode() for r in rows]
+    lines[5] = lines[5].replace(b"number", b"num\x00ber")
+    src, out = tmp_path / f"in.{fmt}", tmp_path / "out.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["run", str(src), "-o", str(out), "--backend", "fake", "--no-progress"]) == 0
+    records = read_jsonl(out)
+    errors = [r for r in records if r.get("verdict") is None]
+    assert len(records) == 17 and len(errors) == 1 and "NUL" in errors[0]["error"]["reason"]
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_and_crlf_loses_no_row(tmp_path):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(listing(i)).encode() + b"\r\n" for i in range(3)))
+    assert main(["run", str(src), "-o", str(out), "--backend", "fake", "--no-progress"]) == 0
+    assert [(r["id"], r.get("verdict") is not None) for r in read_jsonl(out)] == [(f"it-{i:04d}", True) for i in range(3)]
+
+
 def test_unknown_backend_and_bad_options_exit_2(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [listing(1)])
     assert main(["run", str(src), "-o", str(tmp_path / "o.jsonl"), "--backend", "nope"]) == 2

@@ -182,3 +182,117 @@ def test_an_item_has_one_record_form_that_review_and_ray_read_back():
     assert back == item and back.content_sha == item.content_sha and back.ignored_columns == ()
     shipped = decode_row(encode_row(item))
     assert shipped == item and shipped.ignored_columns == ("internal_note",)
+
+
+# -- byte-order marks, NUL bytes and binary files ------------------------------------------------
+BOM = b"\xef\xbb\xbf"
+
+
+def jsonl_bytes(rows, newline: bytes = b"\n") -> bytes:
+    return b"".join(json.dumps(r).encode() + newline for r in rows)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("name", ["d.jsonl", "d.jsonl.gz"])
+def test_a_jsonl_file_that_starts_with_a_byte_order_mark_keeps_its_first_row(tmp_path, caplog, newline, name):
+    """Windows tools write UTF-8 with a BOM; it is stripped (and counted in the log), not an error."""
+    data = BOM + jsonl_bytes([listing(i) for i in range(3)], newline)
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with caplog.at_level("INFO", logger="moderation.items"):
+        rows = rows_of(path)
+    assert [(line, row.id) for line, row in rows] == [(1, "it-0000"), (2, "it-0001"), (3, "it-0002")]
+    assert all(isinstance(row, Item) for _, row in rows)
+    assert "byte-order mark" in caplog.text and "1 line" in caplog.text
+
+
+def test_files_joined_with_their_byte_order_marks_lose_no_row(tmp_path, caplog):
+    """`cat a.jsonl b.jsonl` of two such files puts the second BOM at the start of a line."""
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(BOM + jsonl_bytes([listing(1)]) + BOM + jsonl_bytes([listing(2)]))
+    with caplog.at_level("INFO", logger="moderation.items"):
+        assert [row.id for _, row in rows_of(path) if isinstance(row, Item)] == ["it-0001", "it-0002"]
+    assert "2 lines" in caplog.text
+
+
+def seventeen_rows(fmt: str, nul_row: int, pad: int = 0) -> bytes:
+    """17 listings as JSONL or CSV (descriptions `pad` characters long), a raw NUL byte in row `nul_row`."""
+    rows = [listing(i, description="d" * pad or "A plain household item.") for i in range(17)]
+    if fmt == "jsonl":
+        lines = [json.dumps(r).encode() for r in rows]
+    else:
+        lines = [b"id,title,description"] + [f"{r['id']},{r['title']},{r['description']}".encode() for r in rows]
+        nul_row += 1  # past the header
+    lines[nul_row] = lines[nul_row].replace(b"Item number", b"Item\x00number")
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("where, pad", [("first 64 KB", 0), ("after 64 KB", 5000)])
+def test_a_nul_byte_in_one_row_is_that_rows_error_record_wherever_it_is(tmp_path, fmt, where, pad):
+    path = tmp_path / f"d.{fmt}"
+    path.write_bytes(seventeen_rows(fmt, nul_row=15, pad=pad))
+    rows = rows_of(path)
+    errors = [row for _, row in rows if isinstance(row, RowError)]
+    assert len(rows) == 17 and len(errors) == 1 and "NUL" in errors[0].reason
+    assert sum(isinstance(row, Item) for _, row in rows) == 16
+
+
+def test_a_block_of_zeros_left_by_a_crash_is_one_error_record(tmp_path):
+    """A file system can leave a run of NUL bytes where a crash cut a write short."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(jsonl_bytes([listing(i) for i in range(3)]) + b"\x00" * 8192 + b"\n" + jsonl_bytes([listing(9)]))
+    rows = rows_of(path)
+    assert [type(row).__name__ for _, row in rows] == ["Item", "Item", "Item", "RowError", "Item"]
+
+
+def test_a_nul_character_in_text_is_an_error_record_whatever_the_format(tmp_path):
+    """An escaped \\u0000 in JSON, a NUL in a Parquet string: the same error as a raw NUL byte, with the id."""
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [listing(1, title="Lamp\u0000"), listing(2)])
+    (_, bad), (_, good) = rows_of(path)
+    assert isinstance(bad, RowError) and bad.id == "it-0001" and "NUL" in bad.reason and isinstance(good, Item)
+    pq.write_table(pa.table({"id": ["a", "b"], "title": ["ok", "no\x00pe"]}), tmp_path / "d.parquet")
+    kinds = [type(row).__name__ for _, row in rows_of(tmp_path / "d.parquet")]
+    assert kinds == ["Item", "RowError"]
+
+
+def test_a_one_row_file_with_a_nul_is_an_error_record_not_a_binary_file(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(json.dumps(listing(1)).encode().replace(b"Item", b"It\x00em") + b"\n")
+    (_, row), = rows_of(path)
+    assert isinstance(row, RowError) and "NUL" in row.reason
+
+
+def utf16_jsonl() -> bytes:
+    return "".join(json.dumps(listing(i)) + "\n" for i in range(5)).encode("utf-16")
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 100, "control bytes"),
+    (gzip.compress(jsonl_bytes([listing(i) for i in range(200)])), "gzip"),  # a .gz file renamed .jsonl
+    (b"PK\x03\x04" + bytes(range(256)) * 4, "ZIP"),  # an .xlsx export
+    (b"PAR1" + b"\x00" * 300, "Parquet"),
+    (b"SQLite format 3\x00" + b"\x00" * 300, "SQLite"),
+    (utf16_jsonl(), "UTF-16"),
+    (b"\x00".join(jsonl_bytes([listing(i)]) for i in range(20)), "control bytes"),  # most lines hold NULs
+    (b"\x00" * 5000, "nothing but NUL"),  # space set aside, never written
+], ids=["random", "gzip", "zip", "parquet", "sqlite", "utf-16", "mostly-nul-lines", "zeros"])
+def test_a_binary_file_is_still_refused_and_the_message_says_why(tmp_path, content, message):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        rows_of(path)
+    (tmp_path / "d.csv").write_bytes(content)
+    with pytest.raises(InputError, match="binary"):
+        rows_of(tmp_path / "d.csv")
+
+
+def test_a_latin_1_file_is_text_whose_rows_with_accents_are_error_records(tmp_path):
+    """Bytes that are not UTF-8 do not make a file binary: each such row says what is wrong with it."""
+    path = tmp_path / "d.csv"
+    path.write_bytes("id,title\n".encode() + b"".join(f"{i},Caf\u00e9 table {i}\n".encode("latin-1") for i in range(9))
+                     + b"9,Oak table\n")
+    rows = rows_of(path)
+    assert [type(row).__name__ for _, row in rows] == ["RowError"] * 9 + ["Item"]
+    assert "not valid UTF-8" in rows[0][1].reason
