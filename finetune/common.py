@@ -19,7 +19,10 @@ def load_curated(path: str, split: str | None = None):
     """A `moderation curate` output folder (sft/, preference/ or kto/) as a DatasetDict or one split."""
     from datasets import load_dataset
 
+    from moderation.curate import require_complete
+
     folder = Path(path)
+    require_complete(folder)  # a folder a killed curate left is refused, not trained on in part
     files = {p.stem: str(p) for p in sorted(folder.glob("*.jsonl"))}
     if not files:
         raise FileNotFoundError(f"no JSONL splits in {folder}; run `moderation curate` first")

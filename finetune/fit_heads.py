@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from finetune.common import dataset_taxonomy  # noqa: E402
+from moderation.curate import require_complete  # noqa: E402
 from moderation.heads import FEATURES_VERSION, LAYERS, C, HiddenFeatures, PolicyHeads, save_heads, user_text  # noqa: E402
 from moderation.metrics import label_matrix  # noqa: E402
 from moderation.model import DEFAULT_ADAPTER, resolve_model  # noqa: E402
@@ -33,6 +34,7 @@ from moderation.model import DEFAULT_ADAPTER, resolve_model  # noqa: E402
 
 def read_rows(dataset: Path, policy_ids: tuple[str, ...]) -> tuple[list[str], np.ndarray, str]:
     """(user texts, (rows x policies) gold labels, hash of the file) of a curate sft/train.jsonl."""
+    require_complete(dataset)
     path = dataset / "train.jsonl"
     if not path.is_file():
         raise SystemExit(f"no {path}; run `moderation curate` first")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import textwrap
 from collections import Counter, defaultdict
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 ALLOW_RATIONALE = "No policy is broken."
 TAXONOMY_FILE = "taxonomy.json"  # beside sft/, preference/, kto/: the policy ids the rows' verdicts use
+INCOMPLETE_FILE = "INCOMPLETE"  # beside them while curate writes the folder; trainers refuse the folder then
 
 
 @dataclass(frozen=True)
@@ -455,10 +457,28 @@ def class_balance(rows: list[dict]) -> dict[str, Counter]:
 
 def write_datasets(curated: Curated, out_dir: str | Path, config: CurateConfig, meta: dict) -> dict[str, Path]:
     """sft/, preference/ and kto/ folders of JSONL splits (load with `datasets.load_dataset(folder)`),
-    a leakage report, the taxonomy the rows are in (taxonomy.json) and a dataset card (README.md)."""
+    a leakage report, the taxonomy the rows are in (taxonomy.json) and a dataset card (README.md).
+
+    The folder carries an INCOMPLETE file from before its first change until every file is written
+    and synced, so a folder left by a killed curate is marked as such (`require_complete`). A mark,
+    not a new folder renamed into place: `-o` may name a folder that holds other things, and an
+    existing one is rewritten in place.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mark = out / INCOMPLETE_FILE
+    _write_synced(mark, f"`moderation curate` started writing this folder at {meta.get('date', '?')} and has not "
+                        "finished; trainers refuse it while this file is here. Run curate again.\n")
+    _sync_folder(out)
+    written = _write_files(curated, out, config, meta)
+    mark.unlink()
+    _sync_folder(out)
+    return written
+
+
+def _write_files(curated: Curated, out: Path, config: CurateConfig, meta: dict) -> dict[str, Path]:
     from datasets import Dataset
 
-    out = Path(out_dir)
     written = {}
     for name, rows in (("sft", curated.sft), ("preference", curated.preference), ("kto", curated.kto)):
         splits = split_held_out(rows, config.held_out_share, config.seed) if name == "preference" else {"train": rows}
@@ -469,12 +489,54 @@ def write_datasets(curated: Curated, out_dir: str | Path, config: CurateConfig, 
         for split, split_rows in splits.items():
             if split_rows:
                 Dataset.from_list(split_rows).to_json(folder / f"{split}.jsonl", force_ascii=False)
+                _sync(folder / f"{split}.jsonl")
+        _sync_folder(folder)
         written[name] = folder
-    (out / "leaks.json").write_text(json.dumps(curated.leaks, indent=1) + "\n")
+    _write_synced(out / "leaks.json", json.dumps(curated.leaks, indent=1) + "\n")
     taxonomy = {k: meta[k] for k in ("policies", "schema_id", "policy_version", "policy_sha") if k in meta}
-    (out / TAXONOMY_FILE).write_text(json.dumps(taxonomy, indent=1) + "\n")  # the trainers copy it to the adapter
-    (out / "README.md").write_text(dataset_card(curated, config, meta) + "\n")
+    _write_synced(out / TAXONOMY_FILE, json.dumps(taxonomy, indent=1) + "\n")  # the trainers copy it to the adapter
+    _write_synced(out / "README.md", dataset_card(curated, config, meta) + "\n")
     return written
+
+
+def _sync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _write_synced(path: Path, text: str) -> None:
+    path.write_text(text)
+    _sync(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the folder's entries (a file made or removed) durable, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse to sync a folder
+    finally:
+        os.close(fd)
+
+
+def require_complete(dataset: str | Path) -> None:
+    """Refuse a `moderation curate` folder, or its sft/, preference/ or kto/ folder, that curate has not
+    finished writing (it was stopped part-way, or is writing it now): training on it would train on
+    part of the data. Every trainer calls this before it reads the rows.
+
+    Raises:
+        InputError: the folder carries curate's INCOMPLETE mark.
+    """
+    dataset = Path(dataset)
+    for folder in (dataset, dataset.parent):
+        if (folder / INCOMPLETE_FILE).is_file():
+            raise InputError(f"{folder} is incomplete: `moderation curate` stopped before it finished writing it "
+                             f"(or is writing it now), so it may hold part of the data; run `moderation curate` again "
+                             f"and train once it has finished ({folder / INCOMPLETE_FILE} marks it)")
 
 
 def _table(title: str, counts: Counter) -> list[str]:

@@ -260,3 +260,49 @@ def test_curated_corpus_rows_and_augmented_rows_are_counted_by_source(policy):
     curator.add_augmented("marketplace_corpus", items)
     sources = [r["source"] for r in curator.out.sft]
     assert sources.count("marketplace_corpus") == 6 and sources.count("augment:injection") >= 1
+
+
+# --- a curate folder is complete, or marked as not -------------------------------------------
+
+def killed_while_writing(monkeypatch, after_files: int):
+    """Make Dataset.to_json die (as a kill would) once `after_files` files are written."""
+    from datasets import Dataset
+
+    written, real = [], Dataset.to_json
+
+    def to_json(self, path, **kwargs):
+        if len(written) >= after_files:
+            raise KeyboardInterrupt("killed")
+        written.append(path)
+        return real(self, path, **kwargs)
+
+    monkeypatch.setattr(Dataset, "to_json", to_json)
+
+
+def curated_rows(tmp_path, policy):
+    path = write_checks(tmp_path / "c.jsonl", [check("a", "accept", item=ITEM2), check("c", "correct", reviewer=REVIEWER)])
+    return curate({}, {}, [path], policy, SHORT, CurateConfig(near_dup_threshold=0.99))
+
+
+@pytest.mark.parametrize("after_files", [0, 1, 2])
+def test_trainers_refuse_a_curate_folder_that_was_killed_mid_write(tmp_path, policy, monkeypatch, after_files):
+    """sft, reward, dpo and lean_sft read through load_curated, fit_heads through read_rows: each refuses
+    a folder that curate did not finish, a first one or one it was writing again."""
+    from finetune.common import load_curated
+    from finetune.fit_heads import read_rows
+    from moderation.errors import InputError
+
+    rows, out = curated_rows(tmp_path, policy), tmp_path / "out"
+    write_datasets(rows, out, CurateConfig(), {})
+    assert len(load_curated(str(out / "sft"), "train")) == 2  # complete: loads
+    killed_while_writing(monkeypatch, after_files)
+    with pytest.raises(KeyboardInterrupt):
+        write_datasets(rows, out, CurateConfig(), {})
+    monkeypatch.undo()
+    for folder in ("sft", "preference", "kto"):
+        with pytest.raises(InputError, match="incomplete"):
+            load_curated(str(out / folder))
+    with pytest.raises(InputError, match="run `moderation curate` again"):
+        read_rows(out / "sft", tuple(DEFAULT_POLICY_IDS))
+    write_datasets(rows, out, CurateConfig(), {})  # curated again, to the end: loads again
+    assert len(load_curated(str(out / "sft"), "train")) == 2 and len(read_rows(out / "sft", tuple(DEFAULT_POLICY_IDS))[0]) == 2
