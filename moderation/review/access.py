@@ -43,7 +43,7 @@ RULES: dict[str, Rule] = {
     "decide": Rule("POST /checks/{check_id}", "decide an open case check", reviewer=OWN, lead=ANY,
                    own="open and held by one (tested again in the save's UPDATE)"),
     "redecide": Rule("POST /checks/{check_id}", "change a finished review (the form's `redecide=yes` confirms it)",
-                     reviewer=NOBODY, lead=ANY, own="decided by one"),
+                     reviewer=NOBODY, lead=ANY),
     "see_dashboard": Rule("GET /dashboard", "see the dashboard (every reviewer's work)", reviewer=NOBODY, lead=ANY),
     "logout": Rule("POST /logout", "log out", reviewer=OWN, lead=OWN, own="one's own sessions, on every device"),
 }
@@ -53,7 +53,6 @@ PUBLIC = (("GET", "/login"), ("POST", "/login"))  # no account needed (nor for /
 OWNS: dict[str, Callable[[str, CaseCheck], bool]] = {
     "see_check": lambda name, check: name in (check.assigned_to, check.reviewer),  # held, or once held, or decided
     "decide": lambda name, check: check.status == "assigned" and check.assigned_to == name,  # held now
-    "redecide": lambda name, check: check.status == "done" and check.reviewer == name,
 }
 REFUSALS = {  # the 403 page's words, per action
     "see_check": "this case check is not yours",
