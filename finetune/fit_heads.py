@@ -4,8 +4,8 @@
     python finetune/fit_heads.py --dataset DIR --out DIR --layers 15,20
 
 Reads each row's user message (region rules and item) and its gold policies (the assistant verdict's
-violations); computes the base model's mean-pooled hidden states at `--layers` (bfloat16, length-grouped
-batches), fits one logistic regression per policy on them and one on a character TF-IDF of the same
+violations); computes the base model's mean-pooled hidden states at `--layers` (in the machine's format, `--dtype`;
+length-grouped batches), fits one logistic regression per policy on them and one on a character TF-IDF of the same
 text, and writes heads.npz, lexical.npz and heads.json (see moderation/heads.py). Features are cached
 per text under `--cache`, so a refit with other settings, or on the same rows plus new ones (a review
 round's case checks), runs the model only on texts it has not seen.
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from finetune.common import dataset_taxonomy  # noqa: E402
 from moderation.curate import require_complete  # noqa: E402
 from moderation.heads import FEATURES_VERSION, LAYERS, C, HiddenFeatures, PolicyHeads, save_heads, user_text  # noqa: E402
+from moderation.machine import DTYPES, resolve_dtype  # noqa: E402
 from moderation.metrics import label_matrix  # noqa: E402
 from moderation.model import DEFAULT_ADAPTER, resolve_model  # noqa: E402
 
@@ -53,10 +54,10 @@ class FeatureCache:
     the rows it had to compute as a new shard, so a refit on rows seen before (the same curation plus
     a round's case checks) runs the model only on the new texts."""
 
-    def __init__(self, root: Path, model: str, layers: tuple[int, ...]):
-        key = json.dumps([str(model), list(layers), FEATURES_VERSION])
+    def __init__(self, root: Path, model: str, layers: tuple[int, ...], dtype: str):
+        key = json.dumps([str(model), list(layers), FEATURES_VERSION, dtype])  # formats give slightly different features
         self.dir = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
-        self.model, self.layers = model, layers
+        self.model, self.layers, self.dtype = model, layers, dtype
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, dict]:
         """(texts x dim) features, and the speed of the model pass (empty when nothing was new)."""
@@ -78,7 +79,7 @@ class FeatureCache:
     def _compute(self, texts: list[str], keys: list[str], known: dict[str, np.ndarray]) -> dict:
         from tqdm import tqdm
 
-        extractor = HiddenFeatures(self.model, self.layers)
+        extractor = HiddenFeatures(self.model, self.layers, dtype=self.dtype)
         started = time.perf_counter()
         with tqdm(total=len(texts), desc="hidden states", unit="row") as bar:
             x = extractor(texts, bar)
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-features", type=int, default=50_000, help="TF-IDF vocabulary size, at most")
     parser.add_argument("--cache", default="runs/heads-cache", help="feature cache folder")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="format of the feature model (default auto: the machine's, see `moderation doctor`)")
     parser.add_argument("--policy", help="policy file whose taxonomy the heads score (default: the data set's taxonomy.json, "
                                          "else prompts/policy.yaml)")
     args = parser.parse_args(argv)
@@ -117,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     policy_ids = taxonomy(args)
     texts, y, data_sha = read_rows(Path(args.dataset), policy_ids)
     model = resolve_model(args.model)
-    x, speed = FeatureCache(Path(args.cache), model, layers)(texts)
+    dtype = resolve_dtype(args.dtype)
+    x, speed = FeatureCache(Path(args.cache), model, layers, dtype)(texts)
     started = time.perf_counter()
     heads = PolicyHeads.fit(x, y, c=args.c)
     lexical = TfidfScorer.from_baseline(TfidfBaseline(policy_ids, max_features=args.max_features).fit_texts(texts, y))
-    card = {"format": "moderation-heads/1", "model": args.model, "layers": list(layers), "c": args.c,
+    card = {"format": "moderation-heads/1", "model": args.model, "layers": list(layers), "dtype": dtype, "c": args.c,
             "max_features": args.max_features, "rows": len(texts), "positives": dict(zip(policy_ids, y.sum(0).astype(int).tolist())),
             "dataset_sha256": data_sha, "fit_s": round(time.perf_counter() - started, 1), **speed,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -8,8 +8,9 @@ Why not `finetune/sft.py` (TRL's SFTTrainer)? On 2 CPU cores it trains at 176 to
 data, where this loop reaches about 5x that (`scripts/benchmark_training.py` measures both side by
 side). What makes the difference:
 
-- frozen base weights in bfloat16, LoRA weights in float32, matmuls under bfloat16 autocast
-  (this CPU has avx512_bf16);
+- on a CPU with native bfloat16 (avx512_bf16 or amx_bf16), frozen base weights in bfloat16, LoRA
+  weights in float32, matmuls under bfloat16 autocast; elsewhere everything in float32, since
+  emulated bfloat16 is about 85x slower (`dtype: auto` chooses, moderation.machine);
 - logits only where the loss is: the 49k-word LM head runs on the verdict tokens, not the prompt;
 - LoRA on the top `lora_layers` layers only, so the backward pass stops there;
 - length-grouped batches of about `batch_tokens` tokens: almost no padding.
@@ -57,7 +58,9 @@ class LeanSFTConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_layers: int = field(default=20, metadata={"help": "LoRA on the top N decoder layers (all: the model's layer count)."})
-    dtype: str = field(default="bfloat16", metadata={"help": "bfloat16 (frozen weights bf16, LoRA fp32, bf16 autocast) or float32."})
+    dtype: str = field(default="auto", metadata={"help": (
+        "bfloat16 (frozen weights bf16, LoRA fp32, bf16 autocast), float32, or auto: bfloat16 where the CPU has it "
+        "natively, else float32 (`moderation doctor`).")})
     held_out: int = field(default=256, metadata={"help": "Rows kept out of training for the final held-out loss."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
     log_steps: int = field(default=10, metadata={"help": "Log every N steps."})
@@ -68,8 +71,12 @@ class LeanSFTConfig:
     seed: int = field(default=0, metadata={"help": "Shuffling seed."})
 
     def __post_init__(self):
-        if self.dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"dtype must be bfloat16 or float32, got {self.dtype!r}")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
+        if self.dtype == "auto":  # resolved once, so the summary and checkpoints name the format used
+            from moderation.machine import machine_dtype
+
+            self.dtype = "bfloat16" if machine_dtype() == "bfloat16" else "float32"
         if self.decision_weight <= 0 or self.policy_weight <= 0:
             raise ValueError(f"loss weights must be > 0, got {self.decision_weight}, {self.policy_weight}")
         for name in ("max_length", "batch_tokens", "lora_r", "lora_layers", "save_steps", "log_steps"):

@@ -147,6 +147,7 @@ class ChunkModerator:
         self.store = store
         self.cache = VerdictCache(self.options.cache_size)
         self.stats = RunStats()
+        self.score_progress = None  # a tqdm-style bar the model's scoring advances (BatchRunner.run sets it)
         self.provenance = moderator.provenance()
         self.source = source_key(self.provenance)
         self.made_by = records_made_by(moderator, self.options, screen)
@@ -217,7 +218,7 @@ class ChunkModerator:
         if not items:
             return []
         try:
-            return self.moderator.moderate(items)
+            return self.moderator.moderate(items, self.score_progress)
         except BackendError:
             raise
         except Exception as exc:
@@ -314,13 +315,14 @@ class BatchRunner:
         self.stats = self.chunks.stats
 
     def run(self, rows: Iterable[Row], output: str | Path, progress=None, *, made_from: dict[str, Any] | None = None,
-            restart: bool = False) -> RunStats:
+            restart: bool = False, score_progress=None) -> RunStats:
         """Moderate every row whose record is not already in `output`.
 
         Args:
             rows: (line, Item | RowError) pairs, as from `read_items`.
             output: the JSONL output path; created, or resumed if it exists.
-            progress: optional object with `update(n)` (a tqdm bar).
+            progress: optional object with `update(n)` (a tqdm bar), advanced as records are written.
+            score_progress: another, advanced as the model scores items (within a chunk).
             made_from: the input's part of the run's manifest (moderation.items.describe_input):
                 resuming from another input, or read another way, is refused. None: rows are
                 only checked one by one against their records (as `eval` does).
@@ -331,6 +333,7 @@ class BatchRunner:
             ErrorBudgetExceeded: after writing the chunk that went over the budget.
         """
         out = OutputFile(Path(output), self.chunks.cache, {**(made_from or {}), **self.chunks.made_by}, restart=restart)
+        self.chunks.score_progress = score_progress
         started = time.perf_counter()
         try:
             pending: list[tuple[int, Item | RowError]] = []
@@ -439,6 +442,8 @@ def print_summary(summary: dict, output, summary_path: Path | None = None) -> No
               f"({run['verdict_cache_hits']} from the persistent verdict cache, {run['verdict_cache_hit_rate']:.0%}), "
               f"{run['screened']} cleared by the screen, "
               f"{run['prefix_cache_hit_rate']:.0%} of prompt tokens from the prefix cache")
+        if run.get("dtype"):
+            print(f"number format: {run['dtype']} (CPU capability {run['cpu_capability']}; `moderation doctor` explains)")
     for title, key in (("decisions", "decisions"), ("policies flagged", "policies"), ("kinds", "kinds"),
                        ("errors by stage", "errors_by_stage"), ("top error reasons", "top_error_reasons")):
         if summary[key]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory and merge the "
                                              "shipped adapter into a copy of it (once each)")
     p.add_argument("--force", action="store_true", help="convert again even if prepared")
+    p = sub.add_parser("doctor", help="what this machine is: CPU capability, the number format chosen for it "
+                                      "(bfloat16 only with native bfloat16), measured matrix-product rates")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_policy(sub)
     review_cli.add_parser(sub)
     merchants_cli.add_parser(sub)
@@ -206,9 +210,13 @@ def cmd_run(args) -> int:
     moderator = run_moderator(settings, args.command)
     runner = BatchRunner(moderator, options, screen=screen, store=store)
     code = EXIT_OK
-    bar = tqdm(total=_count_rows(path, fmt), unit="item", disable=args.no_progress, desc="moderating", file=sys.stderr)
+    total = _count_rows(path, fmt)
+    # two bars: items the model has scored (it moves within a chunk; cached, screened and resumed rows skip it),
+    # and records written (a chunk at a time)
+    scored = tqdm(unit="item", disable=args.no_progress, desc="scored ", file=sys.stderr, position=0)
+    bar = tqdm(total=total, unit="item", disable=args.no_progress, desc="written", file=sys.stderr, position=1)
     try:
-        runner.run(rows, args.output, progress=bar, made_from=made_from, restart=args.restart)
+        runner.run(rows, args.output, progress=bar, made_from=made_from, restart=args.restart, score_progress=scored)
     except ErrorBudgetExceeded as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         code = EXIT_BUDGET
@@ -216,11 +224,13 @@ def cmd_run(args) -> int:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         code = EXIT_INTERRUPTED
     finally:
+        scored.close()
         bar.close()
         moderator.backend.close()
         if store is not None:
             store.close()
-    summary = {**summarize(args.output), "this_run": run_figures(runner.stats, engine="local")}
+    machine = {k: moderator.provenance()[k] for k in ("dtype", "cpu_capability")}
+    summary = {**summarize(args.output), "this_run": run_figures(runner.stats, engine="local", **machine)}
     summary_path = Path(str(args.output) + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary, args.output, summary_path)
@@ -273,6 +283,25 @@ def cmd_model(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    import torch
+
+    from moderation.machine import describe, matmul_gflops
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    facts = {**describe(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+             "matmul_gflops": {dtype: round(matmul_gflops(dtype), 1) for dtype in ("float32", "bfloat16")}}
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return EXIT_OK
+    rates = facts["matmul_gflops"]
+    print(f"cpu: {facts['cpu']} ({facts['threads']} threads), torch {facts['torch']}, capability {facts['cpu_capability']}, "
+          f"native bfloat16: {'yes' if facts['native_bf16'] else 'no'}")
+    print(f"matrix product: float32 {rates['float32']:.1f} GFLOP/s, bfloat16 {rates['bfloat16']:.1f} GFLOP/s")
+    print(f"number format (--dtype auto): {facts['dtype']} on {facts['device']}")
+    return EXIT_OK
+
+
 def cmd_eval(args) -> int:
     from moderation.eval_cli import compare_runs, evaluate_sets
 
@@ -302,6 +331,7 @@ def cmd_serve(args) -> int:
     # re-raises the signal into the handler it found. For SIGTERM that handler does nothing, so the
     # engine below is closed and the exit code is 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGHUP, server.handle_exit)  # a closed terminal stops it the same way (uvicorn leaves SIGHUP)
     try:
         server.run()
     finally:
@@ -311,7 +341,8 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate}
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd_summary, "model": cmd_model, "curate": cmd_curate,
+            "doctor": cmd_doctor}
 COMMANDS["review"] = review_cli.cmd_review
 COMMANDS["merchants"] = merchants_cli.cmd_merchants
 COMMANDS["screen"] = cmd_screen
@@ -331,12 +362,37 @@ def cmd_policy(args) -> int:
 COMMANDS["policy"] = cmd_policy
 
 
+@contextlib.contextmanager
+def _signals_interrupt(command: str):
+    """While a command runs, SIGTERM and SIGHUP (a supervisor's stop, a closed terminal) end it as Ctrl-C
+    does: the KeyboardInterrupt unwinds through the same paths, so the output stays valid for resume,
+    the summary is written and the engine's processes are stopped. serve has its own graceful shutdown
+    (cmd_serve). The handlers found are put back afterwards (main may be called in-process)."""
+    import signal
+    import threading
+
+    if command == "serve" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    found = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in found.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if args.verbose else "ERROR")
     try:
-        return COMMANDS[args.command](args)
+        with _signals_interrupt(args.command):
+            return COMMANDS[args.command](args)
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -114,10 +114,10 @@ def choose_evidence(text: str, policy_id: str) -> str | None:
     """A short exact quote for a gold label that has no evidence span.
 
     Heuristic: when the keyword rules fire for this policy, the shortest quotable piece that
-    holds the match; otherwise the item's first clause of at most 100 characters. Quotes come
+    holds the match; otherwise the item's first quotable clause. Quotes come
     from `evidence_candidates`, the same list constrained decoding chooses from.
     """
-    candidates = [c for c in evidence_candidates(text) if len(c) <= 100]
+    candidates = evidence_candidates(text)
     match = rule_matches(text).get(policy_id)
     if match:
         holding = [c for c in candidates if match.casefold() in c.casefold()]
@@ -129,7 +129,7 @@ def choose_evidence(text: str, policy_id: str) -> str | None:
 def quoted_evidence(text: str, quote: str) -> str | None:
     """The quotable piece (as constrained decoding may choose it) that best holds a gold quote:
     the shortest candidate containing it, else the longest candidate inside it."""
-    candidates = [c for c in evidence_candidates(text) if len(c) <= 100]
+    candidates = evidence_candidates(text)
     holding = [c for c in candidates if quote in c]
     if holding:
         return min(holding, key=len)

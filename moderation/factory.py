@@ -208,7 +208,7 @@ def run_scorer(settings: RunSettings, policy):
         return None
     from moderation.heads import load_heads
 
-    return load_heads(heads, policy)
+    return load_heads(heads, policy, dtype=settings.backend_config.dtype)
 
 
 def run_moderator(settings: RunSettings, command: str = "run"):

@@ -43,20 +43,23 @@ def user_text(messages: list[dict[str, str]]) -> str:
 
 
 class HiddenFeatures:
-    """Mean-pooled hidden states of chosen layers of a causal LM, in bfloat16 on CPU.
+    """Mean-pooled hidden states of chosen layers of a causal LM, on CPU, in `dtype` (auto: the
+    machine's format, moderation.machine: bfloat16 where the CPU has it natively, else float32).
 
     Only the layers up to the deepest one chosen are kept, and texts go through in length-grouped
     batches of about `batch_tokens` tokens.
     """
 
     def __init__(self, model_dir: str | Path, layers: tuple[int, ...] = LAYERS, batch_tokens: int = 4096,
-                 max_tokens: int = 1024):
-        import torch
+                 max_tokens: int = 1024, dtype: str = "auto"):
         from transformers import AutoModel, AutoTokenizer
 
+        from moderation.machine import resolve_dtype, torch_dtype
+
         self.layers, self.batch_tokens, self.max_tokens = tuple(layers), batch_tokens, max_tokens
+        self.dtype = resolve_dtype(dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModel.from_pretrained(str(model_dir), dtype=torch.bfloat16)
+        model = AutoModel.from_pretrained(str(model_dir), dtype=torch_dtype(self.dtype))
         if max(self.layers) > model.config.num_hidden_layers:
             raise ConfigError(f"heads read layer {max(self.layers)}, the model has {model.config.num_hidden_layers}")
         model.layers = model.layers[:max(self.layers)]  # nothing above the deepest chosen layer is needed
@@ -193,9 +196,10 @@ class HeadScorer:
         hidden = self.heads.score(self.features(texts, progress))
         return (hidden + self.lexical.score_texts(texts)) / 2
 
-    def score(self, messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
-        """The `scores` field of each item's record, from its rendered prompt."""
-        scores = self.policy_scores([user_text(m) for m in messages])
+    def score(self, messages: list[list[dict[str, str]]], progress=None) -> list[dict[str, Any]]:
+        """The `scores` field of each item's record, from its rendered prompt (`progress`: a tqdm-style
+        bar advanced as the model reads each batch)."""
+        scores = self.policy_scores([user_text(m) for m in messages], progress)
         return [{"violation": round(float(row.max()), 5), "policies": {p: round(float(s), 5) for p, s in zip(self.policies, row)},
                  "scorer": "heads"} for row in scores]
 
@@ -222,9 +226,10 @@ def has_heads(directory: str | Path) -> bool:
     return (Path(directory) / CARD_FILE).is_file()
 
 
-def load_heads(directory: str | Path, policy: Policy) -> HeadScorer:
+def load_heads(directory: str | Path, policy: Policy, dtype: str = "auto") -> HeadScorer:
     """The scorer stored in `directory`, for the taxonomy of `policy`, reading hidden states of the model
-    its card names ('base', 'default' or a model directory).
+    its card names ('base', 'default' or a model directory) in `dtype` (auto: the machine's format; heads
+    fitted on one format's features score the other's alike, tests/test_machine.py).
 
     Raises:
         ConfigError: a file is missing or unreadable, or the arrays do not fit together or were
@@ -251,7 +256,7 @@ def load_heads(directory: str | Path, policy: Policy) -> HeadScorer:
         raise ConfigError(f"{where}: the arrays do not fit {p} policies")
     from moderation.model import resolve_model
 
-    features = HiddenFeatures(resolve_model(card["model"]), tuple(card["layers"]))
+    features = HiddenFeatures(resolve_model(card["model"]), tuple(card["layers"]), dtype=dtype)
     if heads["coef"].shape[1] != features.dim:
         raise ConfigError(f"{where}: heads read {heads['coef'].shape[1]} features, layers {card['layers']} give {features.dim}")
     scorer = TfidfScorer(card["vectorizer"], lexical["terms"], lexical["idf"], lexical["coef"], lexical["intercept"],

@@ -20,6 +20,7 @@ from typing import Any
 from moderation.backends.base import Backend, GenerationRequest
 from moderation.errors import ConfigError, VerdictError
 from moderation.items import Item
+from moderation.machine import cpu_capability, resolve_dtype
 from moderation.model import Adapter
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
@@ -30,6 +31,7 @@ from moderation.schema import (
     evidence_candidates,
     grounded_schema,
     parse_verdict,
+    quotable,
     rationale_budget,
 )
 from moderation.scoring import NON_ALLOW, combine, decision_probes, policy_probes
@@ -86,7 +88,7 @@ def settle(verdict: dict[str, Any], decided: Decided, policy: Policy, item_text:
     policies (each with the policy's severity), and for each a quote the model gave (for that
     policy if it named it, else its first quote, else the item's first quotable clause)."""
     quotes = {v["policy"]: v["evidence"] for v in verdict.get("violations", [])}
-    fallback = next(iter(quotes.values()), None) or next(iter(evidence_candidates(item_text)), item_text[:100])
+    fallback = next(iter(quotes.values()), None) or next(iter(evidence_candidates(item_text)), quotable(item_text))
     violations = [{"policy": p, "severity": policy.entry(p).severity, "evidence": quotes.get(p, fallback)}
                   for p in decided.policies]
     return {"decision": decided.decision, "violations": violations, "rationale": verdict.get("rationale", "")}
@@ -186,6 +188,9 @@ class Moderator:
             "thresholds_sha": self.thresholds_sha,
             "scorer_sha": self.scorer.sha if self.scorer is not None else None,
             "decided_by": "scores" if self.score_first else "generation",
+            # the number format of local weights (the scorer's and the engine's) and the CPU it was chosen for
+            "dtype": resolve_dtype(getattr(getattr(self.backend, "config", None), "dtype", "auto")),
+            "cpu_capability": cpu_capability(),
             "rationale_chars": self.rationale_chars,
         }
 
@@ -215,12 +220,13 @@ class Moderator:
             adapter=self.adapter_name,
         )
 
-    def moderate(self, items: list[Item]) -> list[Outcome]:
-        """Moderate a batch; every item gets an Outcome, in order."""
+    def moderate(self, items: list[Item], progress=None) -> list[Outcome]:
+        """Moderate a batch; every item gets an Outcome, in order. `progress`: an object with
+        `update(n)` (a tqdm bar), advanced as items are scored, so a long batch shows it is moving."""
         outcomes = [Outcome() for _ in items]
         messages = [self.template.messages(item, self.policy) for item in items]  # once per item, not per attempt
         if self.score_first:
-            decided = self._score_first(messages, outcomes)
+            decided = self._score_first(messages, outcomes, progress)
             todo = [i for i, d in enumerate(decided) if d.policies]
         else:
             decided, todo = [None] * len(items), list(range(len(items)))
@@ -234,18 +240,20 @@ class Moderator:
         first decides on, for measuring and choosing thresholds."""
         return self._probe([self.template.messages(item, self.policy) for item in items])
 
-    def _probe(self, messages: list[list[dict[str, str]]]) -> list[dict[str, Any]]:
+    def _probe(self, messages: list[list[dict[str, str]]], progress=None) -> list[dict[str, Any]]:
         if self.scorer is not None:
-            return self.scorer.score(messages)
+            return self.scorer.score(messages, progress)
         decisions = self.backend.label_probs(decision_probes(messages, self.adapter_name))
         policies = self.backend.label_probs(policy_probes(messages, decisions, [None] * len(messages), self.policy.ids,
                                                           self.adapter_name))
+        if progress is not None:
+            progress.update(len(messages))
         return [combine(d, p, self.policy.ids) for d, p in zip(decisions, policies)]
 
-    def _score_first(self, messages: list[list[dict[str, str]]], outcomes: list[Outcome]) -> list[Decided]:
+    def _score_first(self, messages: list[list[dict[str, str]]], outcomes: list[Outcome], progress=None) -> list[Decided]:
         """Score every item, give the unflagged ones their allow verdict, and decide the rest."""
         started = time.perf_counter()
-        scores = self._probe(messages)
+        scores = self._probe(messages, progress)
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         decided = []
         for outcome, item_scores in zip(outcomes, scores):

@@ -46,6 +46,7 @@ DEFAULT_POLICY_IDS = _enum("$defs", "violation", "properties", "policy")  # the 
 DECISIONS = _enum("$defs", "decision")
 SEVERITIES = _enum("$defs", "violation", "properties", "severity")
 RATIONALE_MAX_CHARS = _shipped_schema()["$defs"]["rationale"]["maxLength"]
+EVIDENCE_MAX_CHARS = _shipped_schema()["$defs"]["violation"]["properties"]["evidence"]["maxLength"]
 POLICY_ID = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a policy id: it is written into JSON keys, HTML forms and flags
 
 
@@ -148,17 +149,29 @@ WORD = f"[^\\s{_PUNCT}]{{4,40}}"
 def evidence_candidates(item_text: str, limit: int = 160) -> list[str]:
     """Quotable pieces of an item: its clauses and its longer words, in order of appearance.
 
-    Each candidate is a substring of the item text, so a verdict whose evidence is chosen from
-    them always passes the evidence check.
+    Each candidate is a substring of the item text no longer than the schema's evidence limit
+    (a longer clause is cut at its last word boundary within the limit), so a verdict whose
+    evidence is chosen from them always passes the evidence check.
     """
     pieces: list[str] = []
     for clause in re.split(CLAUSE_BREAKS, item_text):
         clause = clause.strip()
-        if 3 <= len(clause) <= 120:
-            pieces.append(clause)
+        if len(clause) >= 3:
+            pieces.append(quotable(clause))
     pieces.extend(w for w in re.findall(WORD, item_text))
     unique = list(dict.fromkeys(pieces))
     return unique[:limit]
+
+
+def quotable(text: str, limit: int = EVIDENCE_MAX_CHARS) -> str:
+    """`text` cut to at most `limit` characters at a word boundary (a hard cut where the first
+    `limit` characters hold no space, as in Chinese or Japanese): a prefix, so still a quote."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    head = text[:limit + 1]
+    space = head.rfind(" ")
+    return (text[:space] if space > 0 else text[:limit]).rstrip()
 
 
 def grounded_schema(item_text: str, policy_ids: tuple[str, ...]) -> dict[str, Any]:

@@ -226,6 +226,7 @@ class TestSplits:
         from moderation.evalsets import load_set, set_names
         from moderation.evaluate import sample
         from moderation.heads import LAYERS, user_text
+        from moderation.machine import resolve_dtype
         from moderation.model import model_profile, resolve_model
         from moderation.policy import load_policy
         from moderation.prompts import load_template
@@ -236,7 +237,7 @@ class TestSplits:
         self.texts = {name: [user_text(template.messages(li.item, self.policy)) for li in items]
                       for name, items in self.sets.items()}
         flat = [t for texts in self.texts.values() for t in texts]
-        x, _ = FeatureCache(LOOP / "heads-cache", resolve_model("base"), LAYERS)(flat)
+        x, _ = FeatureCache(LOOP / "heads-cache", resolve_model("base"), LAYERS, resolve_dtype())(flat)
         bounds = np.cumsum([0] + [len(t) for t in self.texts.values()])
         self.x = {name: x[a:b] for name, a, b in zip(self.texts, bounds[:-1], bounds[1:])}
 

@@ -10,6 +10,7 @@ from moderation.baselines import TfidfBaseline
 from moderation.errors import ConfigError
 from moderation.heads import CARD_FILE, HEADS_FILE, PREFIX_END, HiddenFeatures, PolicyHeads, has_heads, load_heads, save_heads, user_text
 from moderation.items import Item
+from moderation.machine import resolve_dtype
 from moderation.policy import load_policy
 from moderation.schema import DEFAULT_POLICY_IDS
 from moderation.screen import TfidfScorer
@@ -121,7 +122,7 @@ class FixedScorer:
     def __init__(self, spam_score):
         self.spam_score = spam_score
 
-    def score(self, messages):
+    def score(self, messages, progress=None):
         out = []
         for m in messages:
             policies = {p: 0.0 for p in DEFAULT_POLICY_IDS}
@@ -198,7 +199,7 @@ def test_run_scores_with_the_heads_named_by_the_heads_flag(tmp_path, tiny_model)
 def test_the_feature_cache_runs_the_model_only_on_new_texts_and_gives_the_same_features(tmp_path, tiny_model):
     from finetune.fit_heads import FeatureCache
 
-    cache = FeatureCache(tmp_path, tiny_model, (2, 4))
+    cache = FeatureCache(tmp_path, tiny_model, (2, 4), resolve_dtype())  # the machine's format, as HiddenFeatures
     first, speed = cache(SPAM)
     assert speed["feature_rows"] == 3
     again, speed = cache([CLEAN[0], SPAM[1], CLEAN[0]])
@@ -207,4 +208,15 @@ def test_the_feature_cache_runs_the_model_only_on_new_texts_and_gives_the_same_f
     np.testing.assert_array_equal(again[0], again[2])
     np.testing.assert_allclose(again, HiddenFeatures(tiny_model, (2, 4))([CLEAN[0], SPAM[1], CLEAN[0]]), atol=1e-5)
     assert cache([SPAM[2]])[1] == {}  # all known: no model pass
-    assert FeatureCache(tmp_path, tiny_model, (2,)).dir != cache.dir  # other layers, other features
+    assert FeatureCache(tmp_path, tiny_model, (2,), resolve_dtype()).dir != cache.dir  # other layers, other features
+    other = "float32" if resolve_dtype() == "bfloat16" else "bfloat16"
+    assert FeatureCache(tmp_path, tiny_model, (2, 4), other).dir != cache.dir  # another format, other features
+
+
+def test_the_feature_model_runs_in_the_chosen_format_and_both_formats_agree(tiny_model):
+    texts = ["WIN a free cruise, text CLAIM now", "Oak dining table, seats six", "Replica watch, 1:1, DM me"]
+    fp32, bf16 = HiddenFeatures(tiny_model, (2, 4), dtype="float32"), HiddenFeatures(tiny_model, (2, 4), dtype="bfloat16")
+    assert next(fp32.model.parameters()).dtype == torch.float32 and next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert HiddenFeatures(tiny_model, (2,)).dtype == resolve_dtype()
+    a, b = fp32(texts), bf16(texts)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "moderation"
 LAYERS = [
     ("core", {"moderation", "errors", "resources", "columns", "items", "schema", "policy", "prompts", "model", "runfile",
               "scoring", "rules", "datasets", "labels", "metrics", "dedup", "augment", "evalsets", "baselines", "screen",
-              "verdict_store", "heads", "settings"}),
+              "verdict_store", "heads", "settings", "machine"}),
     ("backends", {"backends"}),
     ("pipeline", {"pipeline"}),
     ("runners", {"batch", "serve", "distributed", "factory"}),

@@ -2,9 +2,12 @@ import json
 
 import pytest
 
-from moderation.backends.base import Generation
+from moderation.backends.base import BackendConfig, Generation
+from moderation.backends.fake import FakeBackend
 from moderation.errors import ConfigError
 from moderation.items import Item
+from moderation.machine import cpu_capability, resolve_dtype
+from moderation.pipeline import Moderator
 from moderation.schema import DEFAULT_POLICY_IDS, verdict_schema
 
 GOOD = json.dumps({"decision": "allow", "violations": [], "rationale": "fine"})
@@ -56,7 +59,10 @@ def test_provenance_names_model_prompt_and_policy(make_moderator, template, poli
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
     assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "policy_sha",
-                      "schema_id", "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars"}
+                      "schema_id", "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars", "dtype", "cpu_capability"}
+    assert p["dtype"] == resolve_dtype() and p["cpu_capability"] == cpu_capability()
+    pinned = Moderator(FakeBackend(BackendConfig(dtype="float32")), policy, template)
+    assert pinned.provenance()["dtype"] == "float32"  # --dtype wins over the machine's choice
     assert p["policy_sha"] == policy.sha and p["schema_id"] == policy.schema_id == verdict_schema(policy.ids)["$id"]
 
 

@@ -7,6 +7,7 @@ from moderation.errors import VerdictError
 from moderation.schema import (
     DECISIONS,
     DEFAULT_POLICY_IDS,
+    EVIDENCE_MAX_CHARS,
     evidence_candidates,
     grounded_schema,
     parse_verdict,
@@ -80,3 +81,18 @@ def test_grounded_schema_only_admits_quotes_from_the_item():
 def test_grounded_schema_without_quotable_text_allows_only_allow():
     schema = grounded_schema("ok", DEFAULT_POLICY_IDS)
     assert len(schema["anyOf"]) == 1 and schema["anyOf"][0]["properties"]["decision"]["const"] == "allow"
+
+
+def test_evidence_candidates_fit_the_schema_even_for_a_long_keyword_title():
+    # A listing title that is one long keyword run (issue 26): its only clause is over the limit.
+    title = ("iphone 15 pro max 256gb unlocked original apple new sealed box warranty free shipping cheap best price "
+             "deal sale genuine authentic fast delivery")
+    text = f"Title: {title}\nDescription: 日本語のテキスト" + "長" * 150
+    candidates = evidence_candidates(text)
+    assert candidates and all(1 <= len(c) <= EVIDENCE_MAX_CHARS for c in candidates)
+    assert all(c in text for c in candidates)
+    cut = next(c for c in candidates if c.startswith("iphone 15") and len(c) > 40)
+    assert text[text.index(cut) + len(cut)] == " "  # cut at a word boundary, never mid-word
+    assert next(c for c in candidates if c.startswith("日本語")) == ("日本語のテキスト" + "長" * 150)[:EVIDENCE_MAX_CHARS]
+    for quote in candidates:  # each one, chosen by the model, gives a verdict the shipped schema accepts
+        parse_verdict(verdict(violations=[{"policy": "spam", "severity": "low", "evidence": quote}]), text, DEFAULT_POLICY_IDS)

@@ -8,6 +8,7 @@ from moderation.backends.base import BackendConfig
 from moderation.backends.vllm_backend import engine_kwargs
 from moderation.errors import ConfigError
 from moderation.factory import add_backend_args
+from moderation.machine import resolve_dtype
 
 
 def settings(*flags):
@@ -20,7 +21,8 @@ def test_unset_engine_settings_leave_the_engine_its_defaults_except_the_measured
     cpu, gpu = engine_kwargs(BackendConfig(), "/m", on_cpu=True), engine_kwargs(BackendConfig(), "/m", on_cpu=False)
     assert not {"max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"} & (set(cpu) | set(gpu))
     assert cpu["enforce_eager"] is True and cpu["enable_prefix_caching"] is True
-    assert (cpu["dtype"], cpu["kv_cache_memory_bytes"], cpu["block_size"]) == ("bfloat16", 2 * 2**30, 32)  # docs/throughput.md
+    assert (cpu["dtype"], cpu["kv_cache_memory_bytes"], cpu["block_size"]) == (resolve_dtype(), 2 * 2**30, 32)  # docs/throughput.md
+    assert engine_kwargs(BackendConfig(dtype="bfloat16"), "/m", on_cpu=True)["dtype"] == "bfloat16"  # --dtype wins
     assert gpu["dtype"] == "auto" and not {"kv_cache_memory_bytes", "block_size"} & set(gpu) and gpu["enforce_eager"] is False
     engine_default = engine_kwargs(BackendConfig(kv_cache_gib=0, dtype="float32"), "/m", on_cpu=True)
     assert "kv_cache_memory_bytes" not in engine_default and engine_default["dtype"] == "float32"

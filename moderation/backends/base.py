@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moderation.errors import ConfigError
+from moderation.machine import DTYPES
 from moderation.model import Adapter
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,8 @@ class BackendConfig:
     max_model_len: int = field(default=8192, metadata={"help": "vLLM: longest prompt plus output, in tokens."})
     block_size: int | None = field(default=None, metadata={"type": int, "help": "vLLM: KV-cache block size in tokens; default: 32 on CPU (docs/throughput.md), the engine's on GPU."})
     dtype: str = field(default="auto", metadata={"choices": DTYPES, "help": (
-        "Weights dtype (vLLM on CPU: auto is bfloat16, measured fastest there; else the checkpoint's).")})
+        "Weights and scorer format; auto: the machine's (bfloat16 on a CPU with native bfloat16 or a GPU that has it, "
+        "float32 on other CPUs, float16 on other GPUs; `moderation doctor` says which).")})
     max_num_seqs: int | None = field(default=None, metadata={"type": int, "help": "vLLM: sequences per engine step, at most; unset: the engine's default."})
     max_num_batched_tokens: int | None = field(default=None, metadata={"type": int, "help": "vLLM: tokens per engine step, at most; unset: the engine's default."})
     kv_cache_gib: float | None = field(default=None, metadata={"type": float, "help": (

@@ -11,6 +11,7 @@ import logging
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.errors import BackendError
+from moderation.machine import torch_dtype
 from moderation.model import model_profile, model_sha, resolve_model
 from moderation.scoring import LabelProbe, TokenScorer
 
@@ -32,7 +33,7 @@ class TransformersBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=config.dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(config.dtype))
         if config.adapters:
             from peft import PeftModel
 

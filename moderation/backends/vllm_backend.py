@@ -12,6 +12,7 @@ from typing import Any
 
 from moderation.backends.base import BackendConfig, Generation, GenerationRequest, check_adapter
 from moderation.errors import BackendError
+from moderation.machine import resolve_dtype
 from moderation.model import model_profile, model_sha, resolve_model
 from moderation.scoring import LabelProbe, TokenScorer
 
@@ -34,8 +35,9 @@ def sampling_kwargs(request: GenerationRequest, config: BackendConfig) -> dict[s
 
 def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[str, Any]:
     """Engine settings. On CPU, compilation costs minutes of start-up for little gain at this
-    model size, so eager mode is the default there; so are bfloat16 weights, a 2 GiB KV cache and
-    32-token blocks, chosen by `scripts/benchmark_throughput.py --sweep` (docs/throughput.md)."""
+    model size, so eager mode is the default there; so are a 2 GiB KV cache and 32-token blocks,
+    chosen by `scripts/benchmark_throughput.py --sweep` (docs/throughput.md), and weights in the
+    CPU's format (moderation.machine: bfloat16 only where it is native) unless --dtype says otherwise."""
     eager = on_cpu if config.enforce_eager is None else config.enforce_eager
     kv_gib = (CPU_KV_CACHE_GIB if on_cpu else 0) if config.kv_cache_gib is None else config.kv_cache_gib
     block = config.block_size or (CPU_BLOCK_SIZE if on_cpu else None)
@@ -52,7 +54,7 @@ def engine_kwargs(config: BackendConfig, model_path: str, on_cpu: bool) -> dict[
         # with a named grammar backend, so name xgrammar rather than "auto".
         "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         "max_model_len": config.max_model_len,
-        "dtype": "bfloat16" if on_cpu and config.dtype == "auto" else config.dtype,
+        "dtype": resolve_dtype(config.dtype) if on_cpu else config.dtype,  # on a GPU vLLM's auto picks what it supports
         "seed": config.seed,
         **{key: value for key, value in (("block_size", block), ("max_num_seqs", config.max_num_seqs),
                                          ("max_num_batched_tokens", config.max_num_batched_tokens),
