@@ -7,6 +7,7 @@ do so under `if __name__ == "__main__":`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 CPU_KV_CACHE_GIB = 2
 CPU_BLOCK_SIZE = 32
 MIN_OUTPUT_TOKENS = 64  # room for the smallest verdict (decision, no violations, short rationale)
+STOP_TIMEOUT_S = 5.0  # how long the engine's processes get to end after SIGTERM before they are killed
 
 
 def sampling_kwargs(request: GenerationRequest, config: BackendConfig) -> dict[str, Any]:
@@ -83,10 +85,15 @@ class VLLMBackend:
         path = resolve_model(config.model)
         self.model_id = model_profile(config.model).label
         self.model_sha = model_sha(path)
+        before = _children()
         try:
             self.llm = LLM(**engine_kwargs(config, str(path), on_cpu=current_platform.is_cpu()))
-        except Exception as exc:  # vLLM raises many types at start-up
-            raise BackendError(f"vLLM could not start on {path}: {exc}") from exc
+        except BaseException as exc:  # vLLM raises many types at start-up; a signal may stop it there too
+            _stop(_children() - before)
+            if isinstance(exc, Exception):
+                raise BackendError(f"vLLM could not start on {path}: {exc}") from exc
+            raise
+        self._engine_processes = _children() - before  # stopped by close() if the engine leaves them behind
         self.loras = _lora_requests(config)
         tokenizer = self.llm.get_tokenizer()
         self.scorer = TokenScorer(
@@ -162,10 +169,42 @@ class VLLMBackend:
         return [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items()} for out in outputs]
 
     def close(self) -> None:
+        """Shut the engine down, and make sure its processes (EngineCore, workers) are gone within
+        STOP_TIMEOUT_S, so that a stopped command leaves nothing holding memory and cores."""
         self.scorer = None  # it holds bound methods of this backend
         engine = getattr(self, "llm", None)
         if engine is not None:
+            core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+            try:
+                if core is not None:
+                    core.shutdown()
+            except Exception as exc:  # best effort: the processes are stopped below either way
+                logger.warning("vLLM engine shutdown failed: %s", exc)
             del self.llm
+        _stop(getattr(self, "_engine_processes", set()))
+
+
+def _children() -> set:
+    """This process's descendants now (psutil comes with vLLM)."""
+    import psutil
+
+    return set(psutil.Process().children(recursive=True))
+
+
+def _stop(processes: set, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Terminate the processes still alive, and kill those that outlive `timeout` seconds."""
+    import psutil
+
+    alive = [p for p in processes if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, left = psutil.wait_procs(alive, timeout=timeout)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    if left:
+        logger.warning("killed %d vLLM engine processes that outlived SIGTERM by %.0fs", len(left), timeout)
 
 
 def _lora_requests(config: BackendConfig) -> dict:
