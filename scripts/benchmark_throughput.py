@@ -52,7 +52,9 @@ SYSTEMS = {  # in the order they run
 }
 INPUTS = ("demo", "marketplace", "platform")
 # (label, environment, flags): weights dtype and KV-cache space are always explicit (so the rows keep their
-# meaning when the shipped defaults change); the rows after the fourth change one setting from it
+# meaning when the shipped defaults change); the rows after the fourth change one setting from the candidate, the
+# shipped defaults in bfloat16. On a CPU without native bfloat16 the bfloat16 rows are left out (emulated, they take
+# hours) and the candidate is float32 (sweep_settings).
 CANDIDATE = ["--dtype", "bfloat16", "--kv-cache-gib", "2"]
 SWEEP = [
     ("float32, KV cache 0.5 of RAM", {}, ["--dtype", "float32", "--kv-cache-gib", "0"]),
@@ -311,11 +313,32 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep_settings(native: bool) -> list[tuple[str, dict, list[str]]]:
+    """SWEEP on a CPU with native bfloat16; elsewhere its float32 rows, and each one-change row made from a
+    float32 candidate instead (emulated bfloat16 would take hours)."""
+    if native:
+        return SWEEP
+    fp32 = ["--dtype", "float32", "--kv-cache-gib", "2"]
+    settings: dict[str, tuple[str, dict, list[str]]] = {}
+    for label, env, flags in SWEEP:
+        if flags[:len(CANDIDATE)] == CANDIDATE:
+            label, flags = label.replace("bfloat16", "float32"), fp32 + flags[len(CANDIDATE):]
+        elif "bfloat16" in flags:
+            continue
+        settings.setdefault(label, (label, env, flags))
+    return list(settings.values())
+
+
 def header(args) -> str:
     import torch
     import vllm
 
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, vLLM {vllm.__version__}, "
+    from moderation.machine import describe
+
+    machine = describe()
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({machine['cpu']}, capability {machine['cpu_capability']}, "
+            f"native bfloat16: {'yes' if machine['native_bf16'] else 'no'}, format `{machine['dtype']}`), "
+            f"Python {platform.python_version()}, vLLM {vllm.__version__}, "
             f"torch {torch.__version__}; model `default`; {args.chunk} items per chunk; "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
@@ -347,9 +370,11 @@ def render(saved: dict) -> str:
 
 def measure(args) -> dict:
     """Run the systems (or the sweep's settings) and keep their figures with how they were made."""
+    from moderation.machine import native_bf16
+
     results = {}
     if args.sweep:
-        for label, env, flags in SWEEP:
+        for label, env, flags in sweep_settings(native_bf16()):
             print(f"sweep: {label} ...", file=sys.stderr, flush=True)
             results[label] = run_worker(args, "score first", flags, env)
             figures = results[label][args.inputs.split(",")[0]]

@@ -30,16 +30,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from moderation.machine import describe, native_bf16  # noqa: E402
 from moderation.report import splice_markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- benchmark_training:start -->", "<!-- benchmark_training:end -->"
 
-LEAN = {
-    "lean-bf16": [],
-    "lean-bf16-all-layers": ["--lora_layers", "30"],
+LEAN = {  # each names its format: the shipped config's `dtype: auto` would differ from one machine to the next
+    "lean-bf16": ["--dtype", "bfloat16"],
+    "lean-bf16-all-layers": ["--dtype", "bfloat16", "--lora_layers", "30"],
     "lean-fp32": ["--dtype", "float32"],
 }
+# bfloat16 recipes only where bfloat16 is native: emulated, a step takes minutes (moderation.machine)
+NATIVE_RECIPES, FLOAT32_RECIPES = "lean-bf16,lean-bf16-all-layers,lean-fp32,trl-bf16", "lean-fp32"
 
 
 def run_lean(name: str, extra: list[str], args, work: Path) -> dict:
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="data/curated/sft", help="`moderation curate` sft/ folder")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per recipe")
-    parser.add_argument("--recipes", default="lean-bf16,lean-bf16-all-layers,lean-fp32,trl-bf16")
+    parser.add_argument("--recipes", default=NATIVE_RECIPES if native_bf16() else FLOAT32_RECIPES,
+                        help=f"comma-separated recipes (default: {NATIVE_RECIPES} with native bfloat16, else {FLOAT32_RECIPES})")
     parser.add_argument("--work", default="runs/benchmark-training", help="scratch folder")
     parser.add_argument("--out", default="runs/benchmark-training/results.json")
     parser.add_argument("--card", default=str(ROOT / "finetune" / "MODEL_CARD.md"), help="Markdown file to splice the table into")
@@ -90,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         table.append(f"| {name} | {r['tokens_per_s']} | {r['tokens']} | {losses} |")
     print("\n".join(table))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    machine = describe()
     block = [START, "", f"`python scripts/benchmark_training.py --steps {args.steps}` (one process per recipe, the same "
-             f"batches of about 4,096 tokens from `{args.dataset}`, {os.cpu_count()} CPU cores):", "", *table, "", END]
+             f"batches of about 4,096 tokens from `{args.dataset}`, {os.cpu_count()} CPU cores, {machine['cpu']}, "
+             f"CPU capability {machine['cpu_capability']}, native bfloat16: {'yes' if machine['native_bf16'] else 'no'}):",
+             "", *table, "", END]
     splice_markdown(Path(args.card), "\n".join(block), START, END)
     return 0
 

@@ -366,11 +366,14 @@ def reward_model(round_dir: Path, epochs: float, run_file: Path | None) -> dict:
     """A reward model on the round's real chosen/rejected pairs (held-out pairs: pairwise accuracy),
     then, on the marketplace test run, routing the lowest-reward fifth to review against routing the
     fifth the classifier is least sure of."""
+    from moderation.machine import machine_dtype
+
     out = round_dir / "reward"
     started = time.perf_counter()
     script("reward.py", "--config", "finetune/configs/reward_smollm2_cpu.yaml", "--dataset_name",
            str(round_dir / "curated" / "preference"), "--output_dir", str(out), "--num_train_epochs", str(epochs),
-           "--bf16", "true", "--max_length", "512")  # 384 dropped a third of the round's pairs
+           "--bf16", str(machine_dtype() == "bfloat16").lower(),  # autocast only where bfloat16 is native
+           "--max_length", "512")  # 384 dropped a third of the round's pairs
     figures = json.loads((out / "pairwise_accuracy.json").read_text()) | {"wall_s": round(time.perf_counter() - started, 1)}
     if run_file is not None:
         script("score_verdicts.py", str(run_file), "--reward-model", str(out), "--set", "marketplace", "--route-share", "0.2",

@@ -83,3 +83,13 @@ def test_saved_figures_render_again_as_the_same_tables():
     assert text.startswith("here") and "### demo" in text and "### platform" in text and "| | a | b |" in text and "| | b |" in text
     sweep = bench.render({**systems, "mode": "sweep"})
     assert "| setting | items/s |" in sweep and "| a | 5.00 | 300 | 50.0 | 1.50 | 1 |" in sweep
+
+
+def test_without_native_bfloat16_the_sweep_runs_float32_only_with_one_change_each():
+    bench = load()
+    assert bench.sweep_settings(True) == bench.SWEEP
+    settings = bench.sweep_settings(False)
+    labels = [label for label, _, _ in settings]
+    assert len(labels) == len(set(labels)) and not any("bfloat16" in flags for _, _, flags in settings)
+    assert ("+ block size 32", {}, ["--dtype", "float32", "--kv-cache-gib", "2", "--block-size", "32"]) in settings
+    assert "float32, KV cache 0.5 of RAM" in labels and "float32, KV cache 2 GiB (again: the noise)" in labels
