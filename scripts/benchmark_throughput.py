@@ -389,7 +389,9 @@ def measure(args) -> dict:
             print(f"running {system} ...", file=sys.stderr, flush=True)
             results[system] = run_worker(args, system)
     setup = header(args) + ("; system `score first`" if args.sweep else "")
-    command = "python scripts/benchmark_throughput.py " + " ".join(a for a in sys.argv[1:])
+    # a capped CPU capability (how an AVX2-only machine is imitated on a newer one) is part of the command
+    caps = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
+    command = f"{caps} python scripts/benchmark_throughput.py ".lstrip() + " ".join(a for a in sys.argv[1:])
     return {"mode": "sweep" if args.sweep else "systems", "command": command.strip(), "setup": setup, "results": results}
 
 
@@ -405,6 +407,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="measure vLLM's CPU settings one at a time instead")
     parser.add_argument("--json", default=str(ROOT / "runs" / "benchmark_throughput.json"), help="figures as JSON")
     parser.add_argument("--markdown", help="also put the tables into this Markdown file, in place of the ones it made before")
+    parser.add_argument("--section", help="name of the Markdown section to replace (default: systems, or sweep); e.g. one "
+                                          "section per kind of CPU")
     parser.add_argument("--render", metavar="JSON", help="print (and with --markdown splice) the tables of figures saved by an earlier run; measures nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--flags", default="[]", help=argparse.SUPPRESS)
@@ -426,7 +430,8 @@ def main() -> None:
     if args.markdown:
         from moderation.report import splice_markdown
 
-        start, end = f"<!-- benchmark_throughput:{saved['mode']}:start -->", f"<!-- benchmark_throughput:{saved['mode']}:end -->"
+        section = args.section or saved["mode"]
+        start, end = f"<!-- benchmark_throughput:{section}:start -->", f"<!-- benchmark_throughput:{section}:end -->"
         splice_markdown(Path(args.markdown), f"{start}\n\nMade by `{saved['command']}`: {text}\n\n{end}", start, end)
 
 
