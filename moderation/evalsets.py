@@ -31,6 +31,11 @@ MARKETPLACE_LICENCE = "Apache-2.0 (written for this project)"
 CORPUS = "marketplace_corpus"
 CORPUS_DIR = shipped("eval_sets/marketplace_corpus")
 CORPUS_SCHEMA = shipped("eval_sets/marketplace_corpus.schema.json")
+# The gold-evidence set: violating items written to measure evidence (issue 28), each with a hand-marked span per
+# violated policy; test only, in no set `set_names()` lists, so neither `moderation curate` nor training reads it.
+EVIDENCE_GOLD = "evidence_gold"
+EVIDENCE_GOLD_DIR = shipped("eval_sets/evidence_gold")
+EVIDENCE_GOLD_SCHEMA = shipped("eval_sets/evidence_gold.schema.json")
 LABEL_KEYS = ("split", "gold", "tags")
 logger = logging.getLogger(__name__)
 
@@ -95,6 +100,15 @@ def load_corpus(directory: Path = CORPUS_DIR) -> list[LabelledItem]:
         ConfigError: a record is invalid, or ids repeat.
     """
     return _load_labelled(directory, CORPUS_SCHEMA, CORPUS, None)
+
+
+def load_evidence_gold(directory: Path = EVIDENCE_GOLD_DIR) -> list[LabelledItem]:
+    """The gold-evidence set (every record is split "test"), validated, with its evidence spans.
+
+    Raises:
+        ConfigError: a record is invalid (a span not in the item's text, over 100 characters), or ids repeat.
+    """
+    return _load_labelled(directory, EVIDENCE_GOLD_SCHEMA, EVIDENCE_GOLD, None)
 
 
 def _load_labelled(directory: Path, schema: Path, source: str, split: str | None) -> list[LabelledItem]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from moderation.backends.base import BackendConfig
 from moderation.batch import RunOptions
 from moderation.errors import ConfigError
+from moderation.rationale import RATIONALE_MODES
 from moderation.schema import RATIONALE_MAX_CHARS
 from moderation.settings import POLICY_HELP, add_fields, from_args
 
@@ -54,6 +55,11 @@ class RunSettings:
     max_attempts: int = field(default=2, metadata={"help": "tries per item before an error record"})
     rationale_chars: int = field(default=RATIONALE_MAX_CHARS, metadata={
         "help": f"the rationale's length budget in characters, at most {RATIONALE_MAX_CHARS}"})
+    rationale: str = field(default="built", metadata={"choices": RATIONALE_MODES, "help": (
+        "how a flagged item's rationale is made: 'built' from facts (the decided action, each policy's title and "
+        "summary from the policy file, the evidence, the region rule; in the item's language where the policy file "
+        "has it), with no generation when scores decide; or 'llm', written by the model, then checked and replaced "
+        "by the built one if it names a policy or fact that the verdict and the item do not hold")})
     free_evidence: bool = field(default=False, metadata={"help": "do not constrain evidence to quotes from the item"})
     adapter: tuple[str, ...] = field(default=(), metadata={
         "metavar": "[NAME=]PATH", "help": "a LoRA adapter directory (PEFT) to apply; vLLM serves it with enable_lora"})
@@ -75,6 +81,8 @@ class RunSettings:
                 raise ConfigError(f"RunSettings.{name} must be at least 1, got {getattr(self, name)!r}")
         if not 1 <= self.rationale_chars <= RATIONALE_MAX_CHARS:
             raise ConfigError(f"RunSettings.rationale_chars must be in 1..{RATIONALE_MAX_CHARS}, got {self.rationale_chars!r}")
+        if self.rationale not in RATIONALE_MODES:
+            raise ConfigError(f"RunSettings.rationale must be one of {', '.join(RATIONALE_MODES)}, got {self.rationale!r}")
         if not 0 <= self.error_budget <= 1:
             raise ConfigError(f"RunSettings.error_budget must be in [0, 1], got {self.error_budget!r}")
         # frozen: the two normalisations below are the only writes, made before anyone sees the object
@@ -99,7 +107,7 @@ def add_backend_args(p) -> None:
     add_fields(p, BackendConfig, ["max_tokens"])
     add_fields(p, RunSettings, ["max_attempts"])
     add_fields(p, BackendConfig, ENGINE_FLAGS)
-    add_fields(p, RunSettings, ["rationale_chars", "free_evidence", "adapter", "scores"])
+    add_fields(p, RunSettings, ["rationale_chars", "rationale", "free_evidence", "adapter", "scores"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -195,7 +203,7 @@ def build_moderator(settings: RunSettings):
     backend = load_backend(settings.backend, config)
     return Moderator(backend, policy, template, max_attempts=settings.max_attempts,
                      grounded_evidence=not settings.free_evidence, scores=settings.scores, thresholds=thresholds,
-                     scorer=scorer, rationale_chars=settings.rationale_chars)
+                     scorer=scorer, rationale_chars=settings.rationale_chars, rationale=settings.rationale)
 
 
 def run_scorer(settings: RunSettings, policy):

@@ -5,8 +5,13 @@ scores ("score first"): every item is scored first (by the model's policy heads 
 moderation.heads, else by two one-token probes, moderation.scoring); an item whose policy
 scores are all below their thresholds gets an `allow` verdict built from the scores, with no
 generation; a flagged item's decision (the likeliest non-allow one) and violations (its flagged
-policies, highest score first, at most 3) are fixed, and the engine writes only the evidence quotes
-and the rationale, under a schema narrowed to that outcome.
+policies, highest score first, at most 3) are fixed, and each decided policy's evidence is the clause
+that most raises its score (moderation.explain, occlusion through the same scorer). The rationale is
+then built from facts (`rationale="built"`, the default: moderation.rationale), with no generation at
+all; or (`rationale="llm"`) the engine writes it under a schema narrowed to that outcome, and a
+written rationale that names a policy or fact the verdict and item do not hold is replaced by the
+built one. Each flagged record's scores carry an `explanation`: the thresholds its policies reached,
+their evidence's attribution, and how its rationale was made (built, generated or replaced).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from typing import Any
 
 from moderation.backends.base import Backend, GenerationRequest
 from moderation.errors import ConfigError, VerdictError
+from moderation.explain import Attributor, Evidence, lexical_screen
 from moderation.items import Item
 from moderation.machine import cpu_capability, resolve_dtype
 from moderation.model import Adapter
 from moderation.policy import Policy
 from moderation.prompts import PromptTemplate
+from moderation.rationale import RATIONALE_MODES, built_rationale, invented
 from moderation.schema import (
     DECISIONS,
     RATIONALE_MAX_CHARS,
@@ -83,11 +90,14 @@ def decide(scores: dict[str, Any], thresholds: dict[str, float], policy: Policy 
     return Decided(decision, tuple(flagged))
 
 
-def settle(verdict: dict[str, Any], decided: Decided, policy: Policy, item_text: str) -> dict[str, Any]:
+def settle(verdict: dict[str, Any], decided: Decided, policy: Policy, item_text: str,
+           attributed: dict[str, str] | None = None) -> dict[str, Any]:
     """The generated verdict made to agree with the decided outcome: its decision, exactly its
-    policies (each with the policy's severity), and for each a quote the model gave (for that
-    policy if it named it, else its first quote, else the item's first quotable clause)."""
+    policies (each with the policy's severity), and for each its `attributed` quote where there is
+    one, else a quote the model gave (for that policy if it named it, else its first quote, else
+    the item's first quotable clause)."""
     quotes = {v["policy"]: v["evidence"] for v in verdict.get("violations", [])}
+    quotes.update(attributed or {})
     fallback = next(iter(quotes.values()), None) or next(iter(evidence_candidates(item_text)), quotable(item_text))
     violations = [{"policy": p, "severity": policy.entry(p).severity, "evidence": quotes.get(p, fallback)}
                   for p in decided.policies]
@@ -127,6 +137,8 @@ class Moderator:
             `score(messages) -> [scores]` and a `sha` (moderation.heads.HeadScorer).
         rationale_chars: the rationale's length budget in characters (the schema allows up to
             RATIONALE_MAX_CHARS); generation stops sooner with a smaller one.
+        rationale: "built" (a flagged item's rationale is built from facts, with no generation when
+            scores decide) or "llm" (generated, then checked and replaced if it invents).
     """
 
     def __init__(
@@ -142,6 +154,7 @@ class Moderator:
         thresholds: dict[str, float] | None = None,
         scorer=None,
         rationale_chars: int = RATIONALE_MAX_CHARS,
+        rationale: str = "built",
     ):
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -158,6 +171,10 @@ class Moderator:
         if not 1 <= rationale_chars <= RATIONALE_MAX_CHARS:
             raise ConfigError(f"rationale_chars must be in 1..{RATIONALE_MAX_CHARS}, got {rationale_chars}")
         self.rationale_chars = rationale_chars
+        if rationale not in RATIONALE_MODES:
+            raise ConfigError(f"rationale must be one of {', '.join(RATIONALE_MODES)}, got {rationale!r}")
+        self.rationale = rationale
+        self.attributor = Attributor(self.score, lexical_screen(self.scorer, template, policy))
 
     @property
     def score_first(self) -> bool:
@@ -168,7 +185,8 @@ class Moderator:
         """The same moderator (backend, policy, prompt, settings) asking for another adapter."""
         return Moderator(self.backend, self.policy, self.template, max_attempts=self.max_attempts,
                          grounded_evidence=self.grounded_evidence, adapter=adapter, scores=self.scores,
-                         thresholds=self.thresholds, scorer=self.scorer, rationale_chars=self.rationale_chars)
+                         thresholds=self.thresholds, scorer=self.scorer, rationale_chars=self.rationale_chars,
+                         rationale=self.rationale)
 
     @property
     def adapter_name(self) -> str | None:
@@ -192,6 +210,7 @@ class Moderator:
             "dtype": resolve_dtype(getattr(getattr(self.backend, "config", None), "dtype", "auto")),
             "cpu_capability": cpu_capability(),
             "rationale_chars": self.rationale_chars,
+            "rationale": self.rationale,
         }
 
     @property
@@ -225,14 +244,22 @@ class Moderator:
         `update(n)` (a tqdm bar), advanced as items are scored, so a long batch shows it is moving."""
         outcomes = [Outcome() for _ in items]
         messages = [self.template.messages(item, self.policy) for item in items]  # once per item, not per attempt
+        evidence: list[dict[str, Evidence]] = [{} for _ in items]
         if self.score_first:
             decided = self._score_first(messages, outcomes, progress)
             todo = [i for i, d in enumerate(decided) if d.policies]
+            evidence = self._attribute(items, outcomes, decided)
+            if self.rationale == "built":  # the verdict is whole without the engine
+                for i in todo:
+                    outcomes[i].verdict = self._built_verdict(items[i], decided[i], evidence[i])
+                todo = []
         else:
             decided, todo = [None] * len(items), list(range(len(items)))
-        self._generate(items, messages, outcomes, decided, todo)
+        self._generate(items, messages, outcomes, decided, todo, evidence)
         if self.scores and not self.score_first:
             self._score(messages, outcomes)
+        for i in range(len(items)):
+            self._explain(items[i], outcomes[i], decided[i], evidence[i], generated=i in todo)
         return outcomes
 
     def score(self, items: list[Item]) -> list[dict[str, Any]]:
@@ -264,8 +291,54 @@ class Moderator:
                 outcome.verdict = {"decision": "allow", "violations": [], "rationale": ALLOW_RATIONALE}
         return decided
 
-    def _generate(self, items: list[Item], messages, outcomes: list[Outcome], decided: list, todo: list[int]) -> None:
-        """Generate verdicts for the items in `todo`, retrying invalid outputs."""
+    def _attribute(self, items: list[Item], outcomes: list[Outcome], decided: list[Decided]) -> list[dict[str, Evidence]]:
+        """Each flagged item's evidence per decided policy (moderation.explain); its time counts in their latency."""
+        started = time.perf_counter()
+        evidence = self.attributor.evidence(items, [o.scores for o in outcomes], [d.policies for d in decided])
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        for outcome, found in zip(outcomes, evidence):
+            outcome.latency_ms += elapsed_ms if found else 0
+        return evidence
+
+    def _built_verdict(self, item: Item, decided: Decided, evidence: dict[str, Evidence]) -> dict[str, Any]:
+        """A flagged item's verdict with no generation: decided outcome, attributed evidence, built rationale."""
+        quotes = {p: e.quote for p, e in evidence.items()}
+        violations = [{"policy": p, "severity": self.policy.entry(p).severity, "evidence": quotes[p]} for p in decided.policies]
+        rationale = built_rationale(self.policy, decided.decision, decided.policies, quotes, item, self.rationale_chars)
+        verdict = {"decision": decided.decision, "violations": violations, "rationale": rationale}
+        return parse_verdict(json.dumps(verdict), item.text(), self.policy.ids)  # the same checks as a generated one
+
+    def _explain(self, item: Item, outcome: Outcome, decided: Decided | None, evidence: dict[str, Evidence],
+                 generated: bool) -> None:
+        """Settle a flagged verdict's rationale (built, or a generated one checked and maybe replaced) and record
+        how, with the thresholds and attributions behind it, as its scores' `explanation`."""
+        verdict = outcome.verdict
+        if verdict is None or not verdict["violations"]:
+            return
+        how, why = "built", None
+        if generated and self.rationale == "llm":
+            why = invented(verdict["rationale"], verdict, self.policy, item)
+            how = "replaced" if why else "generated"
+        if how != "generated" and generated:
+            policies = tuple(v["policy"] for v in verdict["violations"])
+            quotes = {v["policy"]: v["evidence"] for v in verdict["violations"]}
+            verdict["rationale"] = built_rationale(self.policy, verdict["decision"], policies, quotes, item,
+                                                   self.rationale_chars)
+        if outcome.scores is None:
+            return
+        explanation: dict[str, Any] = {"rationale": how}
+        if why:
+            explanation["replaced_because"] = why
+        if decided is not None and self.thresholds:
+            explanation["thresholds"] = {p: self.thresholds[p] for p in decided.policies}
+        if evidence:
+            explanation["attribution"] = {p: round(e.drop, 5) for p, e in evidence.items()}
+        outcome.scores["explanation"] = explanation
+
+    def _generate(self, items: list[Item], messages, outcomes: list[Outcome], decided: list, todo: list[int],
+                  evidence: list[dict[str, Evidence]]) -> None:
+        """Generate verdicts for the items in `todo`, retrying invalid outputs; a decided item's evidence is its
+        attributed one."""
         for attempt in range(1, self.max_attempts + 1):
             if not todo:
                 break
@@ -286,7 +359,8 @@ class Moderator:
                 try:
                     verdict = parse_verdict(generation.text, items[i].text(), self.policy.ids)
                     if decided[i] is not None:
-                        verdict = parse_verdict(json.dumps(settle(verdict, decided[i], self.policy, items[i].text())),
+                        quotes = {p: e.quote for p, e in evidence[i].items()}
+                        verdict = parse_verdict(json.dumps(settle(verdict, decided[i], self.policy, items[i].text(), quotes)),
                                                 items[i].text(), self.policy.ids)
                     outcome.verdict = verdict
                     outcome.error = outcome.raw = None

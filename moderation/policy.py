@@ -25,6 +25,8 @@ from moderation.schema import DECISIONS, POLICY_ID, SEVERITIES, schema_id, verdi
 PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
 DEFAULT_POLICY = shipped("prompts/policy.yaml")
 REQUIRED_REGIONS = ("EU", "UK", "US", "SG")  # the overlays the shipped policy and kyc.yaml keep (tested); others need none
+REGION_LISTS = ("", "restricted", "required_info")  # what a policy's `region_rules` may name (Region's lists)
+OPTIONAL_ENTRY_FIELDS = ("summary", "translations", "region_rules")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,18 @@ class PolicyEntry:
     default_action: str
     violating: tuple[str, ...]
     allowed: tuple[str, ...]
+    # Optional, for explanations (moderation.rationale); left empty they change no hash.
+    summary: str = ""  # one line: what the policy covers, as a built rationale says it
+    translations: tuple[tuple[str, str, str], ...] = ()  # (language, title, summary)
+    region_rules: str = ""  # which region overlay list applies to it: "restricted", "required_info" or ""
+
+    def titles(self) -> dict[str, str]:
+        """The title by language: English (the `title`) and each translation."""
+        return {"en": self.title, **{lang: title for lang, title, _ in self.translations}}
+
+    def summaries(self) -> dict[str, str]:
+        """The one-line summary by language, where the file gives one."""
+        return {"en": self.summary, **{lang: line for lang, _, line in self.translations}} if self.summary else {}
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,12 @@ class Policy:
     def sha(self) -> str:
         """A hash of everything in the file that reaches a prompt or a verdict (ids, wording, severities,
         actions, overlays, label map): a cached verdict made under another version never matches."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        data = asdict(self)
+        for entry in data["policies"]:  # optional fields left empty: the hash of a file without them is unchanged
+            for key in OPTIONAL_ENTRY_FIELDS:
+                if not entry[key]:
+                    del entry[key]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         """The taxonomy in one line, for errors that compare two of them."""
@@ -166,12 +185,29 @@ def _entry(p: dict[str, Any]) -> PolicyEntry:
         default_action=p["default_action"],
         violating=tuple(p["examples"]["violating"]),
         allowed=tuple(p["examples"].get("allowed", ())),
+        summary=" ".join(str(p.get("summary", "")).split()),
+        translations=_translations(p),
+        region_rules=str(p.get("region_rules") or ""),
     )
+    if entry.region_rules not in REGION_LISTS:
+        raise ConfigError(f"policy {entry.id}: region_rules {entry.region_rules!r} must be one of {list(REGION_LISTS)}")
     if entry.severity not in SEVERITIES:
         raise ConfigError(f"policy {entry.id}: severity {entry.severity!r} not in {SEVERITIES}")
     if entry.default_action not in DECISIONS or entry.default_action == "allow":
         raise ConfigError(f"policy {entry.id}: default_action {entry.default_action!r} must be review, restrict or remove")
     return entry
+
+
+def _translations(p: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """(language, title, summary) per entry of a policy's `translations` ({lang: {title, summary}}), by language."""
+    out = []
+    for lang, text in sorted((p.get("translations") or {}).items()):
+        if not isinstance(text, dict) or not text.get("title"):
+            raise ConfigError(f"policy {p['id']}: translation {lang!r} needs a title (and a summary, if the policy has one)")
+        if p.get("summary") and not text.get("summary"):
+            raise ConfigError(f"policy {p['id']}: translation {lang!r} has no summary, and the policy has one")
+        out.append((str(lang), " ".join(str(text["title"]).split()), " ".join(str(text.get("summary", "")).split())))
+    return tuple(out)
 
 
 def render_policy(policy: Policy) -> str:
@@ -199,7 +235,7 @@ def render_region(policy: Policy, region: str | None) -> str:
     return "\n".join(lines)
 
 
-ENTRY_FIELDS = ("title", "definition", "severity", "default_action", "violating", "allowed")
+ENTRY_FIELDS = ("title", "definition", "severity", "default_action", "violating", "allowed", *OPTIONAL_ENTRY_FIELDS)
 
 
 def diff_policies(old: Policy, new: Policy) -> dict[str, Any]:

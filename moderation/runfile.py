@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # What a stored verdict depends on besides the content (the provenance's keys).
 SOURCE_KEYS = ("model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "policy_sha",
-               "schema_id", "thresholds_sha", "scorer_sha", "rationale_chars")
+               "schema_id", "thresholds_sha", "scorer_sha", "rationale_chars", "rationale")
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
 RUN_ADVICE = "rerun with --restart to start it over (its records are deleted), or write to a new -o file"

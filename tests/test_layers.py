@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "moderation"
 
 LAYERS = [
     ("core", {"moderation", "errors", "resources", "columns", "items", "schema", "policy", "prompts", "model", "runfile",
+              "explain", "rationale",
               "scoring", "rules", "datasets", "labels", "metrics", "dedup", "augment", "evalsets", "baselines", "screen",
               "verdict_store", "heads", "settings", "machine"}),
     ("backends", {"backends"}),

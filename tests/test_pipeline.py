@@ -59,7 +59,8 @@ def test_provenance_names_model_prompt_and_policy(make_moderator, template, poli
     p = make_moderator().provenance()
     assert p["backend"] == "fake" and p["prompt_sha"] == template.sha and p["policy_version"] == policy.version
     assert set(p) == {"model", "model_sha", "adapter", "adapter_sha", "backend", "prompt_sha", "policy_version", "policy_sha",
-                      "schema_id", "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars", "dtype", "cpu_capability"}
+                      "schema_id", "thresholds_sha", "scorer_sha", "decided_by", "rationale_chars", "dtype", "cpu_capability",
+                      "rationale"}
     assert p["dtype"] == resolve_dtype() and p["cpu_capability"] == cpu_capability()
     pinned = Moderator(FakeBackend(BackendConfig(dtype="float32")), policy, template)
     assert pinned.provenance()["dtype"] == "float32"  # --dtype wins over the machine's choice
@@ -106,16 +107,18 @@ def test_score_first_allows_unflagged_items_without_generating(make_moderator):
 
 
 def test_score_first_fixes_decision_and_policies_of_flagged_items(make_moderator):
-    wrong = json.dumps({"decision": "review", "rationale": "odd",
+    wrong = json.dumps({"decision": "review", "rationale": "Replica goods.",
                         "violations": [{"policy": "spam", "severity": "low", "evidence": "Rolex"}]})
-    moderator = make_moderator(respond=lambda r: wrong, thresholds=THRESHOLDS)
+    moderator = make_moderator(respond=lambda r: wrong, thresholds=THRESHOLDS, rationale="llm")
     item = Item("b", "listing", {"title": "AAA replica Rolex watch", "description": "mirror quality"})
     [outcome] = moderator.moderate([item])
     flagged = [p for p, t in THRESHOLDS.items() if outcome.scores["policies"][p] >= t]
     assert flagged and [v["policy"] for v in outcome.verdict["violations"]] == flagged
     best = max(("review", "restrict", "remove"), key=lambda d: outcome.scores["decisions"][d])
     assert outcome.verdict["decision"] == best
-    assert outcome.verdict["violations"][0]["evidence"] == "Rolex"  # the model's quote is kept
+    # the evidence is the scorer's (the fake scores keywords: the title holds them), not the model's "Rolex"
+    assert outcome.verdict["violations"][0]["evidence"] == "AAA replica Rolex watch"
+    assert outcome.verdict["rationale"] == "Replica goods." and outcome.scores["explanation"]["rationale"] == "generated"
     [[request]] = moderator.backend.calls
     assert request.schema["anyOf"][0]["properties"]["decision"] == {"const": best}
 

@@ -1,0 +1,224 @@
+"""Evidence attributed through the scorer (moderation.explain), built and checked rationales
+(moderation.rationale), and the generation-free path of score first."""
+
+import json
+
+import pytest
+
+from moderation.backends import BackendConfig
+from moderation.backends.fake import FakeBackend
+from moderation.errors import ConfigError
+from moderation.explain import Attributor, fallback_quote, occluded, overlaps, units
+from moderation.items import Item
+from moderation.pipeline import Moderator
+from moderation.rationale import FRAMES, built_rationale, invented, named_policies
+from moderation.schema import EVIDENCE_MAX_CHARS, RATIONALE_MAX_CHARS
+
+# A stand-in scorer: each policy's score rises with its keywords in the item's text.
+KEYWORDS = {"counterfeit_ip": ("replica", "AAA"), "off_platform_transaction": ("WhatsApp", "Telegram"),
+            "fraud_scam": ("deposit",), "spam": ("link in bio",)}
+
+
+def keyword_scores(items):
+    out = []
+    for item in items:
+        text = item.text()
+        out.append({"policies": {p: min(1.0, 0.1 + 0.4 * sum(text.count(w) for w in words)) for p, words in KEYWORDS.items()}})
+    return out
+
+
+def evidence_of(item, policies, **kwargs):
+    [found] = Attributor(keyword_scores, **kwargs).evidence([item], keyword_scores([item]), [policies])
+    return {p: e.quote for p, e in found.items()}
+
+
+def test_the_clause_that_drives_a_policys_score_is_its_evidence():
+    item = Item("a", "listing", {"title": "Oak watch box, fits six watches", "description":
+                                 "Solid wood. AAA replica Rolex inside as a gift. Message me on WhatsApp: +44 7700 900123"})
+    quotes = evidence_of(item, ("counterfeit_ip", "off_platform_transaction"))
+    assert quotes == {"counterfeit_ip": "AAA replica Rolex inside as a gift",
+                      "off_platform_transaction": "Message me on WhatsApp: +44 7700 900123"}  # the number after the clause joins it
+    assert all(q in item.text() for q in quotes.values())
+
+
+def test_handles_labels_and_emoji_or_number_pieces_are_never_evidence():
+    item = Item("c", "live_chat", {"channel": "replica_talk", "messages": [
+        {"user": "lina_bakes", "text": "Caption: ⭐⭐⭐⭐⭐ 5"},
+        {"user": "replica_king", "text": "@lina_bakes | WhatsApp me for replica AAA bags"}]})
+    assert [u.text for u in units(item)] == ["WhatsApp me for replica AAA bags"]
+    assert evidence_of(item, ("counterfeit_ip",)) == {"counterfeit_ip": "WhatsApp me for replica AAA bags"}
+    only_handles = Item("d", "live_chat", {"channel": "x", "messages": [{"user": "replica_king", "text": "@replica_king"}]})
+    assert units(only_handles) == [] and evidence_of(only_handles, ("counterfeit_ip",))["counterfeit_ip"] in only_handles.text()
+
+
+def test_quotes_are_exact_substrings_within_the_schema_limit():
+    long_clause = "AAA " + " ".join(f"word{i}" for i in range(60)) + " replica"
+    item = Item("e", "creator_video", {"creator": "vid_guy", "caption": "new drop", "transcript": long_clause,
+                                       "language": "zh"})
+    quote = evidence_of(item, ("counterfeit_ip",))["counterfeit_ip"]
+    assert quote in item.text() and len(quote) <= EVIDENCE_MAX_CHARS
+    cjk = Item("f", "listing", {"title": "高仿" * 80, "seller": "s"})
+    assert all(len(u.text) <= EVIDENCE_MAX_CHARS and u.text in cjk.text() for u in units(cjk))
+    assert len(fallback_quote(cjk)) <= EVIDENCE_MAX_CHARS
+
+
+def test_occlusion_cuts_only_the_clause_and_numbers_are_never_split():
+    item = Item("g", "listing", {"title": "2016 Ford Focus 1.6 TDCi, AAA replica", "seller": "s", "attributes": {"km": "10,5"}})
+    assert [u.text for u in units(item)] == ["2016 Ford Focus 1.6 TDCi", "AAA replica"]
+    cut = occluded(item, units(item)[1:])
+    assert cut.fields["title"] == "2016 Ford Focus 1.6 TDCi, " and item.fields["title"].endswith("replica")
+
+
+def test_a_long_item_is_attributed_in_runs_then_clause_by_clause_at_bounded_cost():
+    clauses = [f"plain clause number {i}" for i in range(40)]
+    clauses[27] = "AAA replica here"
+    item = Item("h", "listing", {"title": "t", "description": ". ".join(clauses), "seller": "s"})
+    calls = []
+
+    def counting(items):
+        calls.append(len(items))
+        return keyword_scores(items)
+
+    [found] = Attributor(counting, max_units=8).evidence([item], keyword_scores([item]), [("counterfeit_ip",)])
+    assert found["counterfeit_ip"].quote == "AAA replica here"
+    assert sum(calls) <= 8 + 2 * 8 and len(calls) == 2  # runs, then the best run's clauses: two scorer calls
+
+
+def test_a_screen_shortlists_clauses_for_the_whole_scorer():
+    item = Item("i", "listing", {"title": "Plain lamp", "description": "AAA replica shade. Send a deposit first. Nice.",
+                                 "seller": "s"})
+    full = []
+
+    def whole(items):
+        full.append(len(items))
+        return keyword_scores(items)
+
+    [found] = Attributor(whole, screen=keyword_scores, shortlist=1).evidence([item], keyword_scores([item]),
+                                                                            [("counterfeit_ip", "fraud_scam")])
+    assert {p: e.quote for p, e in found.items()} == {"counterfeit_ip": "AAA replica shade", "fraud_scam": "Send a deposit first"}
+    assert full == [2]  # one clause per decided policy went to the whole scorer
+    assert overlaps(item.text(), "AAA replica shade", "replica") and not overlaps(item.text(), "Plain lamp", "replica")
+
+
+# --- the pipeline: no generation when the rationale is built ---------------------------------------
+
+THRESHOLDS = {p: 0.5 for p in ("counterfeit_ip", "fraud_scam", "spam", "off_platform_transaction")}
+ITEM = Item("b", "listing", {"title": "Steel watch, 40 mm", "description": "Boxed. AAA replica Rolex, mirror quality.",
+                             "seller": "watch_guy", "region": "UK", "language": "en"})
+
+
+def test_built_rationale_path_makes_no_generate_call(make_moderator, policy):
+    moderator = make_moderator(thresholds=THRESHOLDS)  # the default: rationale="built"
+    [outcome] = moderator.moderate([ITEM])
+    assert moderator.backend.calls == []  # the fake backend records every generate call
+    verdict = outcome.verdict
+    assert verdict["decision"] != "allow" and verdict["violations"] and outcome.attempts == 0
+    assert all(v["evidence"] in ITEM.text() for v in verdict["violations"])
+    decided = tuple(v["policy"] for v in verdict["violations"])
+    quotes = {v["policy"]: v["evidence"] for v in verdict["violations"]}
+    assert verdict["rationale"] == built_rationale(policy, verdict["decision"], decided, quotes, ITEM)
+    explanation = outcome.scores["explanation"]
+    assert explanation["rationale"] == "built" and set(explanation["thresholds"]) == set(decided) == set(explanation["attribution"])
+    assert moderator.provenance()["rationale"] == "built"
+
+
+def test_llm_rationale_that_invents_is_replaced_and_counted(make_moderator, policy):
+    def respond(request):
+        return json.dumps({"decision": "remove", "rationale": "Counterfeit watch with injection.",
+                           "violations": [{"policy": "counterfeit_ip", "severity": "high", "evidence": "Rolex"}]})
+
+    moderator = make_moderator(respond=respond, thresholds=THRESHOLDS, rationale="llm")
+    [outcome] = moderator.moderate([ITEM])
+    assert len(moderator.backend.calls) == 1
+    assert outcome.scores["explanation"]["rationale"] == "replaced"
+    assert "injection" in outcome.scores["explanation"]["replaced_because"]
+    decided = tuple(v["policy"] for v in outcome.verdict["violations"])
+    assert not named_policies(outcome.verdict["rationale"], policy, ITEM.text()) - set(decided)
+    with pytest.raises(ConfigError, match="rationale"):
+        make_moderator(rationale="poetry")
+
+
+def test_invented_finds_the_issues_examples(policy):
+    review_item = Item("r", "listing", {"title": "Phone case", "description": "Leave 5 stars and get a full refund"})
+    spam = {"violations": [{"policy": "misleading_claim", "evidence": "Leave 5 stars and get a full refund"}]}
+    assert "medical" in invented("False medical claim.", spam, policy, review_item)
+    prop = Item("p", "listing", {"title": "Prop money, 100 bills", "description": "Looks real on camera"})
+    fake = {"violations": [{"policy": "counterfeit_ip", "evidence": "Prop money"}]}
+    assert invented("Prostitution and child-facilitation services.", fake, policy, prop)
+    assert invented("", fake, policy, prop) == "empty"
+    assert invented("Sells fake bills that look real.", fake, policy, prop) is None  # "fakes": the decided summary
+    assert "fake" in invented("Sells fake bills.", {"violations": [{"policy": "fraud_scam", "evidence": "x"}]}, policy, prop)
+    assert "spam" in invented("Spam listing of prop money.", fake, policy, prop)
+
+
+def test_built_rationales_fit_and_name_only_decided_policies_in_every_language(policy):
+    import itertools
+
+    item = Item("x", "listing", {"title": "Disposable vapes, toys and lamps", "seller": "s"})
+    for lang, region in itertools.product(FRAMES, ("EU", "UK", "US", "SG", None)):
+        probe = Item("x", "listing", {**item.fields, "language": lang, **({"region": region} if region else {})})
+        for k in (1, 2, 3):
+            for combo in itertools.combinations(policy.ids, k):
+                for decision in ("review", "restrict", "remove"):
+                    text = built_rationale(policy, decision, combo, {p: "Disposable vapes" for p in combo}, probe)
+                    assert len(text) <= RATIONALE_MAX_CHARS
+                    assert named_policies(text, policy, probe.text()) <= set(combo), (lang, combo, text)
+    de = Item("y", "listing", {"title": "Echte Rolex", "language": "de"})
+    assert built_rationale(policy, "remove", ("counterfeit_ip",), {"counterfeit_ip": "Echte Rolex"}, de).startswith("Entfernen")
+    vapes = Item("v", "listing", {"title": "Disposable vapes 10 pack", "region": "UK", "language": "en"})
+    assert "UK rule: Disposable vapes banned" in built_rationale(policy, "restrict", ("restricted_item",), {}, vapes)
+    assert len(built_rationale(policy, "remove", policy.ids[:3], {}, vapes, limit=40)) <= 40
+
+
+def _sets():
+    from moderation.evalsets import set_names
+
+    return [*set_names(), "evidence_gold"]
+
+
+@pytest.mark.parametrize("name", _sets())
+def test_no_built_rationale_names_a_policy_that_was_not_decided_on_any_test_split(name, policy):
+    """Every test split's violating items, flagged with their gold policies (fake scores), and their evidence
+    attributed through a stand-in scorer (longer text, higher score: the longest clause is the evidence, a
+    quote as long as any): each built rationale names only its decided policies."""
+    from moderation.evalsets import load_evidence_gold, load_set
+    from moderation.pipeline import decide
+
+    try:
+        items = load_evidence_gold() if name == "evidence_gold" else load_set(name, "test", policy=policy)
+    except ConfigError as exc:
+        pytest.skip(f"{name} not readable here: {exc}")
+    flagged = [li for li in items if li.gold_violations]
+    if not flagged:
+        pytest.skip(f"{name} has no violating test item")
+
+    def length_scores(batch):
+        return [{"policies": dict.fromkeys(policy.ids, len(it.text()) / 1e5)} for it in batch]
+
+    scores = [{"policies": {p: 1.0 if p in li.gold_violations else 0.0 for p in policy.ids}} for li in flagged]
+    decided = [decide(s, {p: 0.5 for p in policy.ids}, policy) for s in scores]
+    evidence = Attributor(length_scores).evidence([li.item for li in flagged], length_scores(
+        [li.item for li in flagged]), [d.policies for d in decided])
+    wrong = []
+    for li, d, found in zip(flagged, decided, evidence):
+        text = built_rationale(policy, d.decision, d.policies, {p: e.quote for p, e in found.items()}, li.item)
+        assert len(text) <= RATIONALE_MAX_CHARS and all(e.quote in li.item.text() for e in found.values())
+        if named_policies(text, policy, li.item.text()) - set(d.policies):
+            wrong.append((li.item.id, text))
+    assert not wrong, wrong[:5]
+
+
+def test_a_changed_rationale_mode_refuses_resume_and_misses_the_verdict_cache(tmp_path, make_moderator):
+    from conftest import write_jsonl
+
+    from moderation.batch import BatchRunner, source_key
+    from moderation.items import read_items
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "title": "AAA replica Rolex"}])
+    out = tmp_path / "out.jsonl"
+    BatchRunner(make_moderator(thresholds=THRESHOLDS)).run(read_items(src), out)
+    llm = make_moderator(thresholds=THRESHOLDS, rationale="llm")
+    with pytest.raises(ConfigError, match=r"model\.rationale: 'built' then, 'llm' now"):
+        BatchRunner(llm).run(read_items(src), out)
+    built = make_moderator(thresholds=THRESHOLDS)
+    assert source_key(built.provenance()) != source_key(llm.provenance())  # the verdict cache keys on it
