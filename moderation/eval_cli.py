@@ -17,6 +17,7 @@ from moderation.evalsets import load_set, load_sets, parse_names, set_names
 from moderation.evaluate import (
     evaluate_baseline,
     evaluate_llm_records,
+    faithfulness,
     gold_labels,
     llm_outputs,
     llm_thresholds,
@@ -169,6 +170,7 @@ def _evaluate_llm(moderator, name: str, dev: list, test: list, policy, out_dir: 
 
     records, speed = moderate(test, "")
     results = [evaluate_llm_records(name, test, records, policy, n_boot=args.bootstrap, speed=speed)]
+    results[0].metrics.update(faithfulness(moderator, test, records, policy))
     # A team's --dev (or the dev rows of --labels) always chooses thresholds; a built-in set's dev only with --llm-dev.
     dev_share = args.llm_dev or (None if args.labels else 0)
     if dev_share != 0 and dev and moderator.scores:

@@ -37,6 +37,7 @@ from moderation.runfile import RunRecord, read_records
 
 logger = logging.getLogger(__name__)
 INJECTION_TAG = "adversarial:injection"
+FAITHFULNESS_CHECKED = 100  # flagged verdicts per set whose evidence is re-attributed (the lowest id hashes)
 
 
 @dataclass
@@ -211,6 +212,48 @@ def injection_robustness(items: list[LabelledItem], labels: Labels) -> dict[str,
         out["injection_items"] = int(injected.sum())
     if injected.any() and plain.any():
         out["plain_violation_miss_rate"] = float(missed[plain].mean())
+    return out
+
+
+def faithfulness(moderator: Moderator, items: list[LabelledItem], records: dict[str, RunRecord], policy: Policy,
+                 checked: int = FAITHFULNESS_CHECKED) -> dict[str, float]:
+    """How far the explanations of flagged verdicts (those with violations) can be trusted, as shares with
+    their counts (`KEY` and `KEY_n`, the number of verdicts or pairs it is taken over):
+
+    - `faithfulness/evidence_top_clause`: every quote of the verdict lies in (overlaps) its policy's clause
+      with the largest attribution, found again by occlusion through the moderator's whole scorer (every
+      clause, no screen) on at most `checked` verdicts (the lowest id hashes), so a run whose evidence came
+      from elsewhere (written by a model, a cheaper attribution, another scorer) is checked against it;
+    - `faithfulness/rationale_decided_only`: the rationale names no policy the verdict does not hold;
+    - `faithfulness/rationale_replaced`: runs with `--rationale llm` only, the generated rationales the check replaced;
+    - `faithfulness/evidence_gold_overlap`: sets with gold evidence spans, the (item, policy) pairs the verdict
+      got right whose quote shares a letter or digit with the gold span.
+    """
+    from moderation.explain import Attributor, overlaps
+    from moderation.rationale import named_policies
+
+    flagged = [(li, records[li.item.id].verdict, records[li.item.id]) for li in items
+               if li.item.id in records and (records[li.item.id].verdict or {}).get("violations")]
+    out: dict[str, float] = {}
+
+    def put(key: str, hits: list[bool]) -> None:
+        if hits:
+            out[f"faithfulness/{key}"], out[f"faithfulness/{key}_n"] = float(np.mean(hits)), float(len(hits))
+
+    put("rationale_decided_only", [not named_policies(v["rationale"], policy, li.item.text()) - {x["policy"] for x in v["violations"]}
+                                   for li, v, _ in flagged])
+    put("rationale_replaced", [((r.scores or {}).get("explanation") or {}).get("rationale") == "replaced"
+                               for _, _, r in flagged if (r.provenance or {}).get("rationale") == "llm"])
+    put("evidence_gold_overlap", [overlaps(li.item.text(), x["evidence"], dict(li.evidence)[x["policy"]])
+                                  for li, v, _ in flagged for x in v["violations"] if x["policy"] in dict(li.evidence)])
+    if moderator.scores and flagged:
+        sampled = {li.item.id for li in sample([li for li, _, _ in flagged], checked)}
+        chosen = [(li, v) for li, v, _ in flagged if li.item.id in sampled]
+        chosen_items = [li.item for li, _ in chosen]
+        evidence = Attributor(moderator.score).evidence(chosen_items, moderator.score(chosen_items),
+                                                        [[x["policy"] for x in v["violations"]] for _, v in chosen])
+        put("evidence_top_clause", [all(overlaps(li.item.text(), x["evidence"], found[x["policy"]].clause or x["evidence"])
+                                        for x in v["violations"]) for (li, v), found in zip(chosen, evidence)])
     return out
 
 

@@ -62,12 +62,12 @@ class Unit:
 
 @dataclass(frozen=True)
 class Evidence:
-    """A policy's evidence: the quote, the attribution (score drop) of the clause it starts from, and
-    how many clauses were occluded to find it."""
+    """A policy's evidence: the quote, and the clause with the largest attribution (score drop) it was made
+    from, with that drop ("" and 0.0 for an item without clauses)."""
 
     quote: str
+    clause: str
     drop: float
-    units: int
 
 
 def text_leaves(fields: dict[str, Any], path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
@@ -177,20 +177,20 @@ class Attributor:
         """Per item, each decided policy's evidence. `base` holds the items' own score records (score first
         made them); items that decide nothing get {} and cost no scoring."""
         found = {i: units(items[i]) for i, policies in enumerate(decided) if policies}
+        attributed = self._attribute(items, base, decided, found)
+        # A policy that no single clause lowers (its signal is said twice, or the scorer saturates): rank its
+        # clauses by the score of each alone in the item instead (sufficiency), its drop staying what it was.
+        flat = {i: [p for p in decided[i] if max((d.get(p, 0.0) for d in drops), default=1.0) <= 0]
+                for i, (chosen, drops) in attributed.items()}
+        alone = self._occlude(self.scores, items, base, found,
+                              {i: [[k for k in range(len(found[i])) if k != c] for c in attributed[i][0]]
+                               for i, policies in flat.items() if policies})
         out: list[dict[str, Evidence]] = [{} for _ in items]
-        for i, (chosen, drops) in self._attribute(items, base, decided, found).items():
-            out[i] = {p: pick(items[i], found[i], chosen, [d.get(p, 0.0) for d in drops]) for p in decided[i]}
-        return out
-
-    def top_clauses(self, items: list[Item], base: list[dict[str, Any]],
-                    decided: list[Sequence[str]]) -> list[dict[str, Unit | None]]:
-        """Per item, each decided policy's clause with the largest attribution (None: the item has no clause)."""
-        found = {i: units(items[i]) for i, policies in enumerate(decided) if policies}
-        out: list[dict[str, Unit | None]] = [{} for _ in items]
-        for i, (chosen, drops) in self._attribute(items, base, decided, found).items():
+        for i, (chosen, drops) in attributed.items():
             for p in decided[i]:
-                best = max(range(len(chosen)), key=lambda k: drops[k].get(p, 0.0), default=None)
-                out[i][p] = None if best is None else found[i][chosen[best]]
+                ranks = [-d.get(p, 0.0) for d in alone[i]] if p in flat[i] else [d.get(p, 0.0) for d in drops]
+                evidence = pick(items[i], found[i], chosen, ranks)
+                out[i][p] = dataclasses.replace(evidence, drop=max((d.get(p, 0.0) for d in drops), default=0.0))
         return out
 
     def _attribute(self, items, base, decided, found) -> dict[int, tuple[list[int], list[dict[str, float]]]]:
@@ -248,7 +248,7 @@ def pick(item: Item, clauses: list[Unit], order: list[int], drops: list[float]) 
 
     `order[k]` is the index among `clauses` of the k-th attributed clause, `drops[k]` its drop."""
     if not order:
-        return Evidence(fallback_quote(item), 0.0, 0)
+        return Evidence(fallback_quote(item), "", 0.0)
     top = max(range(len(order)), key=lambda k: drops[k])
     at = {index: k for k, index in enumerate(order)}
     first = last = order[top]
@@ -260,12 +260,12 @@ def pick(item: Item, clauses: list[Unit], order: list[int], drops: list[float]) 
             last += 1
     value = _leaf(item, clauses[first].path)
     end = _number_after(value, clauses[last].end, clauses[first].start)
-    return Evidence(value[clauses[first].start:end], float(drops[top]), len(order))
+    return Evidence(value[clauses[first].start:end], clauses[order[top]].text, float(drops[top]))
 
 
 def _number_after(value: str, end: int, start: int) -> int:
     """Extend a quote over a phone number or price that follows it after a clause break (`WhatsApp: +44 7700 900123`)."""
-    match = re.match(r"[\s:：,，-]{1,3}([+$€£¥]?\d[\d\s().-]{0,20}\d)", value[end:])
+    match = re.match(r"[\s:：,，-]{1,3}([+$€£¥]?\d[\d\s().-]{0,20}\d)(?!\s*[^\W\d_])", value[end:])
     if match and end + match.end() - start <= EVIDENCE_MAX_CHARS:
         return end + match.end()
     return end

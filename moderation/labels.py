@@ -108,7 +108,14 @@ def _labelled_row(raw: Any, line: int, item_columns: ColumnMap, columns: ColumnM
         split = _split_of(raw, columns, default_split)
     except ValueError as exc:
         return str(exc)
-    return LabelledItem(item, violations, split, "labels", LICENCE, decision)
+    return LabelledItem(item, violations, split, "labels", LICENCE, decision, evidence=_evidence_of(raw, violations))
+
+
+def _evidence_of(raw: dict, violations: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """Gold evidence spans of a record in the project's own format ({"gold": {"evidence": {policy: quote}}})."""
+    record = raw.get(RECORD_GOLD) if isinstance(raw.get(RECORD_GOLD), dict) else {}
+    spans = record.get("evidence") if isinstance(record.get("evidence"), dict) else {}
+    return tuple((p, q) for p, q in spans.items() if p in violations and isinstance(q, str) and q)
 
 
 def gold_of(raw: dict, columns: ColumnMap, label_policy: str | None, policy: Policy) -> tuple[frozenset[str], str | None]:

@@ -223,7 +223,7 @@ def _grounds(item_text: str, entries: list[PolicyEntry], verdict: dict[str, Any]
 
 
 def _grounded(word: str, grounds: set[str], item_text: str) -> bool:
-    if word in grounds or _stem(word) in grounds:
+    if (len(word) == 1 and not word.isdigit()) or word in grounds or _stem(word) in grounds:
         return True
     if word.isdigit():
         return word in item_text

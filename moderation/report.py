@@ -77,6 +77,7 @@ def markdown(results: list[SystemResult], header: str = "") -> str:
     for set_name, rs in by_set(results).items():
         lines += [f"### {set_name} (n = {rs[0].n})", "", set_line(rs[0]), "", *main_table(rs), ""]
         lines += injection_lines(rs)
+        lines += faithfulness_lines(rs)
         lines += [*per_policy_table(rs), ""]
         for dimension in rs[0].breakdown:
             lines += [f"#### {set_name} by {dimension}", "", *breakdown_table(rs, dimension), ""]
@@ -108,6 +109,28 @@ def injection_lines(rs: list[SystemResult]) -> list[str]:
     lines += [f"- {r.system}: {r.metrics['injection_success_rate']:.1%} of {r.metrics['injection_items']} "
               f"(plain violations missed: {r.metrics.get('plain_violation_miss_rate', float('nan')):.1%})" for r in injection]
     return [*lines, ""]
+
+
+FAITHFULNESS = [
+    ("evidence_top_clause", "evidence in the clause with the largest attribution (re-attributed through the scorer)"),
+    ("rationale_decided_only", "rationale names only decided policies"),
+    ("rationale_replaced", "generated rationales replaced by the check (--rationale llm)"),
+    ("evidence_gold_overlap", "evidence overlaps the gold span (right (item, policy) pairs)"),
+]
+
+
+def faithfulness_lines(rs: list[SystemResult]) -> list[str]:
+    """The explanation checks of the systems that have them (moderation.evaluate.faithfulness), with counts."""
+    lines = []
+    for r in rs:
+        shown = [(key, text) for key, text in FAITHFULNESS if f"faithfulness/{key}" in r.metrics]
+        if shown:
+            lines += [f"Explanations of {r.system}'s flagged verdicts:", ""]
+            for key, text in shown:
+                value, n = r.metrics[f"faithfulness/{key}"], int(r.metrics[f"faithfulness/{key}_n"])
+                lines.append(f"- {text}: {value:.2f} ({round(value * n)}/{n})")
+            lines.append("")
+    return lines
 
 
 def per_policy_table(rs: list[SystemResult]) -> list[str]:

@@ -16,6 +16,7 @@ from moderation.report import (
     READING,
     by_set,
     counts,
+    faithfulness_lines,
     injection_lines,
     latency_text,
     number,
@@ -101,7 +102,8 @@ def set_section(set_name: str, rs: list[SystemResult], figures: list[Figure]) ->
     head = "<tr><th>system</th>" + "".join(f"<th>{t}</th>" for _, t in MAIN_COLUMNS) + "<th>items/s</th><th>p50 / p95 ms</th></tr>"
     rows = "".join(f"<tr><td>{html.escape(r.system)}</td>" + "".join(value_cell(r, k) for k, _ in MAIN_COLUMNS)
                    + f"<td>{speed_text(r)}</td><td>{latency_text(r)}</td></tr>" for r in rs)
-    numbers = [f"<table>{head}{rows}</table>", markdown_block(injection_lines(rs)), markdown_block(per_policy_table(rs))]
+    numbers = [f"<table>{head}{rows}</table>", markdown_block(injection_lines(rs)),
+               markdown_block(faithfulness_lines(rs)), markdown_block(per_policy_table(rs))]
     plots = "".join(figure_html(f) for f in figures)
     return (f"<section class='set' id='{anchor(set_name)}'><h2>{html.escape(set_name)} (n = {rs[0].n})</h2>"
             f"<p>{html.escape(set_line(rs[0]))}</p><div class='side'><div class='numbers'>{''.join(numbers)}</div>"

@@ -222,3 +222,63 @@ def test_a_changed_rationale_mode_refuses_resume_and_misses_the_verdict_cache(tm
         BatchRunner(llm).run(read_items(src), out)
     built = make_moderator(thresholds=THRESHOLDS)
     assert source_key(built.provenance()) != source_key(llm.provenance())  # the verdict cache keys on it
+
+
+# --- moderation eval: the faithfulness of explanations ----------------------------------------------
+
+
+def test_eval_reports_faithfulness_and_the_check_can_fail(tmp_path, make_moderator, policy):
+    import dataclasses
+
+    from moderation.evalsets import load_evidence_gold
+    from moderation.evaluate import faithfulness, run_llm
+
+    gold = load_evidence_gold()[:30]
+    built = make_moderator(thresholds={p: 0.5 for p in policy.ids})
+    records, _ = run_llm(built, gold, tmp_path / "built.jsonl")
+    figures = faithfulness(built, gold, records, policy)
+    flagged = sum(bool((r.verdict or {}).get("violations")) for r in records.values())
+    assert flagged and figures["faithfulness/evidence_top_clause"] == 1.0 == figures["faithfulness/rationale_decided_only"]
+    assert figures["faithfulness/evidence_top_clause_n"] == flagged and "faithfulness/rationale_replaced" not in figures
+    assert 0 < figures["faithfulness/evidence_gold_overlap_n"] <= flagged * 3
+    # quotes moved off the attributed clause (to the item's last clause) and a rationale naming another policy: caught
+    moved = {}
+    for key, r in records.items():
+        if (r.verdict or {}).get("violations"):
+            item = next(li.item for li in gold if li.item.id == key)
+            last = units(item)[-1].text if units(item) else r.verdict["violations"][0]["evidence"]
+            verdict = {**r.verdict, "rationale": "Spam and self-harm.",
+                       "violations": [{**v, "evidence": last} for v in r.verdict["violations"]]}
+            r = dataclasses.replace(r, verdict=verdict)
+        moved[key] = r
+    worse = faithfulness(built, gold, moved, policy)
+    assert worse["faithfulness/evidence_top_clause"] < 1.0 and worse["faithfulness/rationale_decided_only"] < 1.0
+
+    def respond(request):
+        return json.dumps({"decision": "remove", "rationale": "Counterfeit watch with injection.",
+                           "violations": [{"policy": "counterfeit_ip", "severity": "high", "evidence": "x"}]})
+
+    llm = make_moderator(respond=respond, thresholds={p: 0.5 for p in policy.ids}, rationale="llm")
+    records, _ = run_llm(llm, gold, tmp_path / "llm.jsonl")
+    assert faithfulness(llm, gold, records, policy)["faithfulness/rationale_replaced"] == 1.0
+
+
+def test_moderation_eval_on_the_gold_evidence_set_prints_the_checks(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    thresholds = tmp_path / "t.json"
+    from moderation.policy import load_policy
+
+    thresholds.write_text(json.dumps({p: 0.5 for p in load_policy().ids}))
+    done = subprocess.run([sys.executable, "-m", "moderation.cli", "eval", "--labels", "eval_sets/evidence_gold/items.jsonl",
+                           "--systems", "llm", "--backend", "fake", "--thresholds", str(thresholds), "--bootstrap", "20",
+                           "--out-dir", str(tmp_path / "eval"), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Explanations of llm's flagged verdicts" in report and "evidence overlaps the gold span" in report
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["results"][0]["metrics"]
+    assert metrics["faithfulness/evidence_gold_overlap_n"] > 0 and metrics["faithfulness/rationale_decided_only"] == 1.0
+    assert "evidence overlaps the gold span" in (tmp_path / "eval" / "report.html").read_text()

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from moderation.errors import InputError
-from moderation.review import access, auth, dashboard
+from moderation.review import access, auth, dashboard, why
 from moderation.review.store import ReviewConflict, Store
 from moderation.review.throttle import LoginLimits, LoginThrottle
 from moderation.review.verdicts import REVIEW_DECISIONS
@@ -181,11 +181,14 @@ class ReviewSite:
         flagged = (check.model_verdict or {}).get("violations", [])
         editable = access.allowed(user, access.check_action(check), check)
         # A finished check changes only with the lead's explicit confirmation (the form's `redecide` box).
+        taxonomy = self.store.taxonomy(check.queue)
         return self.page(request, "check.html", sess, status=status, check=check, error=error, editable=editable,
                          fields=item_fields(check.item, [v["evidence"] for v in flagged]),
                          progress=self.store.progress(check.queue, user["name"]),
-                         policies=policy_choices(self.store.taxonomy(check.queue)), decisions=DECISION_KEYS,
-                         model_policies={v["policy"] for v in flagged})
+                         policies=policy_choices(taxonomy), decisions=DECISION_KEYS,
+                         model_policies={v["policy"] for v in flagged},
+                         reasons=why.reasons(check.model_verdict, check.sample, taxonomy),
+                         rationale_source=why.rationale_source(check.sample))
 
 
 def _version(form) -> int:

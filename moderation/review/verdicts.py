@@ -3,7 +3,7 @@ schema-valid verdict when corrected, none when skipped or escalated."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from moderation.errors import InputError
@@ -20,11 +20,16 @@ REVIEWER_RATIONALE = "Corrected by a reviewer."  # a correction's rationale when
 @dataclass(frozen=True)
 class Taxonomy:
     """What the review side keeps of a policy file, with each queue: its name and version, and its
-    policies in order with their titles and usual severities. Corrections are checked against it."""
+    policies in order with their titles and usual severities (and definitions, which the check page shows;
+    a queue stored before they were kept has none). Corrections are checked against it."""
 
     name: str
     version: str
     policies: tuple[tuple[str, str, str], ...]  # (id, title, severity)
+    definitions: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # (id, definition): not the taxonomy
+
+    def definition(self, policy_id: str) -> str:
+        return dict(self.definitions).get(policy_id, "")
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -39,15 +44,18 @@ class Taxonomy:
 
     @classmethod
     def of(cls, policy: Policy) -> Taxonomy:
-        return cls(policy.name, policy.version, tuple((p.id, p.title, p.severity) for p in policy.policies))
+        return cls(policy.name, policy.version, tuple((p.id, p.title, p.severity) for p in policy.policies),
+                   tuple((p.id, p.definition) for p in policy.policies))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "schema_id": self.schema_id,
-                "policies": [{"id": i, "title": t, "severity": s} for i, t, s in self.policies]}
+                "policies": [{"id": i, "title": t, "severity": s, **({"definition": self.definition(i)} if self.definition(i) else {})}
+                             for i, t, s in self.policies]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Taxonomy:
-        return cls(data["name"], data["version"], tuple((p["id"], p["title"], p["severity"]) for p in data["policies"]))
+        return cls(data["name"], data["version"], tuple((p["id"], p["title"], p["severity"]) for p in data["policies"]),
+                   tuple((p["id"], p["definition"]) for p in data["policies"] if p.get("definition")))
 
 
 def corrected_verdict(

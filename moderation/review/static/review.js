@@ -14,9 +14,20 @@
     var first = f.querySelector("input[type=radio]:checked") || f.querySelector("input");
     if (first) first.focus();
   }
+  // Pointing at a reason outlines its evidence where it stands in the item's text.
+  function outline(reason, on) {
+    var quote = (reason.getAttribute("data-evidence") || "").toLowerCase();
+    document.querySelectorAll("#item mark").forEach(function (mark) {
+      if (mark.textContent.toLowerCase() === quote) mark.classList.toggle("focus", on);
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
     var open = document.getElementById("open-correct");
     if (open) open.addEventListener("click", openCorrection);
+    document.querySelectorAll("#why .reason").forEach(function (reason) {
+      reason.addEventListener("mouseenter", function () { outline(reason, true); });
+      reason.addEventListener("mouseleave", function () { outline(reason, false); });
+    });
   });
   document.addEventListener("keydown", function (ev) {
     var key = ev.key;
