@@ -199,8 +199,11 @@ def build_moderator(settings: RunSettings):
     for adapter in config.adapters:
         check_taxonomy(policy, adapter=adapter)
     thresholds, scorer = run_thresholds(settings, policy), run_scorer(settings, policy)  # bad files fail before the engine loads
-    print(f"loading backend {settings.backend} with model {settings.model} ...", file=sys.stderr)
-    backend = load_backend(settings.backend, config)
+    # score first with built rationales needs no generation: the engine then starts only if something asks it
+    lazy = settings.rationale == "built" and scorer is not None and bool(thresholds)
+    if not lazy:
+        print(f"loading backend {settings.backend} with model {settings.model} ...", file=sys.stderr)
+    backend = load_backend(settings.backend, config, lazy=lazy)
     return Moderator(backend, policy, template, max_attempts=settings.max_attempts,
                      grounded_evidence=not settings.free_evidence, scores=settings.scores, thresholds=thresholds,
                      scorer=scorer, rationale_chars=settings.rationale_chars, rationale=settings.rationale)
