@@ -6,9 +6,12 @@ score first, the transformers baseline, and the classification-only ceiling.
 
 Systems (each in a worker process of its own, so start-up, memory and CPU time are its own):
 - `full generation`: every item gets a generated verdict (`moderation run --thresholds none --no-scores`);
-- `score first`: `moderation run` as shipped: the policy heads score every item, and only items at or
-  above a threshold get a generated verdict (the decision and policies fixed by the scores);
-- `transformers`: score first with the transformers backend generating (on `--baseline-items` items);
+- `score first`: `moderation run` as shipped: the policy heads score every item; an item at or above a
+  threshold gets its evidence attributed through the heads (moderation.explain) and a rationale built from
+  facts (moderation.rationale), with no generation and no engine started;
+- `llm rationale`: the same with `--rationale llm`: flagged items get a generated rationale (the decision,
+  policies and evidence fixed as above), checked and replaced where it invents;
+- `transformers`: `llm rationale` with the transformers backend generating (on `--baseline-items` items);
 - `ceiling`: the classification-only pass (the policy heads, no generation) over the same items.
 
 Inputs:
@@ -46,9 +49,10 @@ DEMO = ROOT / "moderation" / "data" / "demo_dump.jsonl"
 # system -> the `moderation run` flags that make it (the ceiling builds no engine)
 SYSTEMS = {  # in the order they run
     "score first": ["--backend", "vllm"],
+    "llm rationale": ["--backend", "vllm", "--rationale", "llm"],
     "full generation": ["--backend", "vllm", "--thresholds", "none", "--no-scores"],
     "ceiling": ["--backend", "vllm"],
-    "transformers": ["--backend", "transformers"],
+    "transformers": ["--backend", "transformers", "--rationale", "llm"],
 }
 INPUTS = ("demo", "marketplace", "platform")
 # (label, environment, flags): weights dtype and KV-cache space are always explicit (so the rows keep their
