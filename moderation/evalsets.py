@@ -232,6 +232,27 @@ CORPUS_CARD_HEADER = [
     "they are counted as `augment:injection` and `augment:obfuscation` rows in the curated data's card.", "",
 ]
 
+EVIDENCE_GOLD_CARD_HEADER = [
+    "# Data card: gold-evidence set", "",
+    "Violating items written to measure evidence (issue 28): listings, merchant profiles, creator videos and",
+    "live-chat windows in eight languages, covering all 12 policies of `prompts/policy.yaml`, each with gold",
+    "violations, a gold decision, a one-line rationale and, per violated policy, one hand-marked evidence span:",
+    "the verbatim words of the item (at most 100 characters, the verdict schema's evidence limit) that show the",
+    "violation. Every record is split `test`; records are validated against `eval_sets/evidence_gold.schema.json`",
+    "(spans must occur in the item's text). Licence: " + MARKETPLACE_LICENCE + ".", "",
+    "How it was written: item by item, for this purpose, by the engineer who built the attribution, before any",
+    "attribution or model output on it was seen; the items carry distractors that evidence must not point at",
+    "(user handles, field labels, emoji and star ratings, benign clauses) and the span marks the clause that",
+    "states the violation, not the product alone (for a restricted good sold without its condition, the missing",
+    "condition). One span per policy: where several clauses would do, the one most telling was marked, so a quote",
+    "from another valid clause counts as a miss. Native speakers have not reviewed the non-English items.", "",
+    "Kept out of training: `set_names()` does not list it, so `moderation curate` (and through it",
+    "`finetune/fit_heads.py` and the trainers) never reads it, and no item is an exact or near (MinHash) duplicate",
+    "of the training corpus or the marketplace set (checked when it was written). Read it with",
+    "`moderation.evalsets.load_evidence_gold`, `moderation eval --labels eval_sets/evidence_gold/items.jsonl`, or",
+    "`python scripts/benchmark_evidence.py`.", "",
+]
+
 
 def data_card(items: list[LabelledItem], header: list[str] = MARKETPLACE_CARD_HEADER, regenerate: str = "scripts/data_card.py") -> str:
     """A Markdown data card with the counts that the coverage rules are checked against."""

@@ -28,7 +28,8 @@ from moderation.items import Item
 from moderation.schema import EVIDENCE_MAX_CHARS, quotable
 
 MAX_UNITS = 16  # without a screen: clauses occluded one by one per item, at most (longer items go in runs first)
-SHORTLIST = 3  # with a screen: clauses per decided policy that the whole scorer occludes
+SHORTLIST = 3  # with a screen: clauses per decided policy that the whole scorer occludes, at most
+SHORTLIST_SHARE = 0.3  # ... those whose screen drop is at least this share of the top one's (chosen on marketplace dev)
 SCREEN_UNITS = 256  # with a screen: clauses the screen occludes per item, at most (the rest are never evidence)
 MERGE_SHARE = 0.5  # a neighbouring clause joins the evidence when its drop is at least this share of the top one
 HANDLE_FIELDS = frozenset({"seller", "creator", "channel", "user"})  # their values name people or accounts
@@ -121,10 +122,18 @@ def units(item: Item) -> list[Unit]:
         if path[-1] in HANDLE_FIELDS or path[0] in META_FIELDS:
             continue
         for start, end in _pieces(value):
+            start = _after_mentions(value, start, end)  # a clause of mentions alone is left with nothing
             piece = value[start:end]
             if len(piece) >= 3 and quotable_alone(piece, handles):
                 out.append(Unit(path, start, end, piece))
     return out
+
+
+def _after_mentions(value: str, start: int, end: int) -> int:
+    """Where a clause starts once the @mentions that open it are passed (`@lina_bakes nobody wants...`): a mention
+    names the person spoken to, it is not what was said."""
+    match = re.match(r"(?:@[\w.]+[\s,:]*)+", value[start:end])
+    return start + match.end() if match else start
 
 
 def occluded(item: Item, removed: Sequence[Unit]) -> Item:
@@ -161,8 +170,9 @@ class Attributor:
             verdicts (Moderator.score), the reference every drop is measured with.
         screen: optional items -> score records from a cheap part of that scorer (the policy heads'
             TF-IDF half, `lexical_screen`). With it every clause is first occluded through the screen, and
-            only each decided policy's `shortlist` clauses with the largest screen drops go through `scores`.
-        shortlist: clauses per decided policy that `scores` attributes after the screen.
+            only each decided policy's `shortlist` clauses with the largest screen drops (those at least
+            SHORTLIST_SHARE of the largest) go through `scores`.
+        shortlist: clauses per decided policy that `scores` attributes after the screen, at most.
         max_units: without a screen, clauses occluded one by one per item at most; more go in runs first.
     """
 
@@ -210,9 +220,12 @@ class Attributor:
         drops = self._occlude(self.screen, items, screen_base, found, groups)
         chosen = {}
         for i, clause_drops in drops.items():
-            ranked = {p: sorted(range(len(clause_drops)), key=lambda k: -clause_drops[k].get(p, 0.0))[:self.shortlist]
-                      for p in decided[i]}
-            chosen[i] = sorted({k for ks in ranked.values() for k in ks})
+            picked = set()
+            for p in decided[i]:
+                ranked = sorted(range(len(clause_drops)), key=lambda k: -clause_drops[k].get(p, 0.0))[:self.shortlist]
+                top = clause_drops[ranked[0]].get(p, 0.0) if ranked else 0.0
+                picked |= {k for k in ranked if top <= 0 or clause_drops[k].get(p, 0.0) >= SHORTLIST_SHARE * top}
+            chosen[i] = sorted(picked)
         return chosen
 
     def _coarse_to_fine(self, items, base, found, decided) -> dict[int, list[int]]:
@@ -264,11 +277,17 @@ def pick(item: Item, clauses: list[Unit], order: list[int], drops: list[float]) 
 
 
 def _number_after(value: str, end: int, start: int) -> int:
-    """Extend a quote over a phone number or price that follows it after a clause break (`WhatsApp: +44 7700 900123`)."""
-    match = re.match(r"[\s:：,，-]{1,3}([+$€£¥]?\d[\d\s().-]{0,20}\d)(?!\s*[^\W\d_])", value[end:])
-    if match and end + match.end() - start <= EVIDENCE_MAX_CHARS:
-        return end + match.end()
-    return end
+    """Extend a quote over a phone number or price that follows it after a clause break (`WhatsApp: +44 7700 900123`),
+    whole; a short bare number that a word follows (`3135 movement`, `10 pack`) is a measure, not taken."""
+    match = re.match(r"[\s:：,，-]{1,3}([+$€£¥]?\d[\d\s().-]*)", value[end:])
+    if not match:
+        return end
+    number = match.group(1).rstrip(" ().-")
+    stop = end + match.start(1) + len(number)
+    contact = number[0] in "+$€£¥" or len(re.sub(r"\D", "", number)) >= 6
+    if (not contact and re.match(r"\s*[^\W\d_]", value[stop:])) or stop - start > EVIDENCE_MAX_CHARS:
+        return end
+    return stop
 
 
 def _leaf(item: Item, path: tuple[Any, ...]) -> str:
@@ -312,6 +331,8 @@ def lexical_screen(scorer, template, policy) -> Scores | None:
     from moderation.heads import user_text
 
     def screen(items: list[Item]) -> list[dict[str, Any]]:
+        if not items:  # a chunk where nothing was flagged: nothing to attribute (TF-IDF refuses an empty batch)
+            return []
         rows = lexical.score_texts([user_text(template.messages(item, policy)) for item in items])
         return [{"policies": dict(zip(policy.ids, map(float, row)))} for row in rows]
 

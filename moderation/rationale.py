@@ -10,7 +10,9 @@ English, and it always fits the verdict schema's rationale limit: the parts leas
 
 A generated rationale (`--rationale llm`) is kept only if `invented` finds nothing in it: it must not
 name a policy that was not decided, and every word of it must be grounded, that is said by the item,
-be a decided policy's title, id or summary word, or be one of the plain words of a rationale (GENERIC).
+be a decided policy's title, id or summary word, be in a rule of the item's region overlay, or be one of the
+plain words of a rationale (GENERIC). Definitions do not ground: "False medical claim." for a fake-review item
+names a harm (medical) that misleading_claim's definition lists and the item does not state.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def built_rationale(policy: Policy, decision: str, policies: tuple[str, ...], ev
     region = frame.region.format(code=(item.region or "").upper(), rule=rules[0]) if rules else ""
     # From the fullest sentence down: quotes go first, then summaries, then the region rule.
     for quotes, summaries, with_region in ((True, True, True), (False, True, True), (False, False, True),
-                                          (False, False, False)):
+                                          (False, True, False), (True, False, False), (False, False, False)):
         parts = [_policy_part(frame, e, lang, evidence.get(e.id) if quotes else None, summaries) for e in entries]
         text = frame.actions[decision] + frame.colon + frame.join.join(parts)
         text += (frame.join + region if region and with_region else "") + frame.end
@@ -139,6 +141,8 @@ policy policies violation violations violate violates violating rule rules platf
 remove removed removal restrict restricted restriction review reviewed hold held flag flagged decision action
 likely possible possibly potential potentially clear clearly unclear may might could would should must can
 other others another any some all more most less also only just very such same own without
+encourage encourages encouraging glorify glorifies glorifying repeat repeats repeated repeating target targets
+targeting describe describes
 """.split())
 _NAMES: dict[str, dict[str, set[str]]] = {}  # policy sha -> what names each of its policies
 
@@ -204,7 +208,9 @@ def invented(rationale: str, verdict: dict[str, Any], policy: Policy, item: Item
     others = named_policies(rationale, policy, item_text) - decided
     if others:
         return f"names {', '.join(sorted(others))}, not decided"
-    grounds = _grounds(item_text, [policy.entry(p) for p in decided], verdict)
+    overlay = policy.regions.get((item.region or "").upper())
+    rules = [*overlay.restricted, *overlay.required_info] if overlay else []
+    grounds = _grounds(" ".join([item_text, *rules]), [policy.entry(p) for p in decided], verdict)
     for word in re.findall(r"[^\W_]+", _quoted(rationale, item_text).casefold()):
         if not _grounded(word, grounds, item_text.casefold()):
             return f"says {word!r}, which neither the item nor a decided policy says"

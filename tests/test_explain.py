@@ -47,6 +47,8 @@ def test_handles_labels_and_emoji_or_number_pieces_are_never_evidence():
         {"user": "replica_king", "text": "@lina_bakes | WhatsApp me for replica AAA bags"}]})
     assert [u.text for u in units(item)] == ["WhatsApp me for replica AAA bags"]
     assert evidence_of(item, ("counterfeit_ip",)) == {"counterfeit_ip": "WhatsApp me for replica AAA bags"}
+    spoken_to = Item("m", "live_chat", {"channel": "x", "messages": [{"user": "u", "text": "@lina_bakes @ella you people go home"}]})
+    assert [u.text for u in units(spoken_to)] == ["you people go home"]  # the mentions that open a message are not quoted
     only_handles = Item("d", "live_chat", {"channel": "x", "messages": [{"user": "replica_king", "text": "@replica_king"}]})
     assert units(only_handles) == [] and evidence_of(only_handles, ("counterfeit_ip",))["counterfeit_ip"] in only_handles.text()
 
@@ -60,6 +62,16 @@ def test_quotes_are_exact_substrings_within_the_schema_limit():
     cjk = Item("f", "listing", {"title": "高仿" * 80, "seller": "s"})
     assert all(len(u.text) <= EVIDENCE_MAX_CHARS and u.text in cjk.text() for u in units(cjk))
     assert len(fallback_quote(cjk)) <= EVIDENCE_MAX_CHARS
+
+
+def test_a_contact_number_after_the_clause_joins_the_quote_a_measure_does_not():
+    def quote(title):
+        item = Item("n", "listing", {"title": title, "seller": "s"})
+        return evidence_of(item, ("counterfeit_ip",))["counterfeit_ip"]
+
+    assert quote("AAA replica, +44 7700 900123 and pay") == "AAA replica, +44 7700 900123"
+    assert quote("AAA replica, 3135 movement") == "AAA replica"
+    assert quote("AAA replica: $99. Ships fast") == "AAA replica: $99"
 
 
 def test_occlusion_cuts_only_the_clause_and_numbers_are_never_split():
@@ -282,3 +294,29 @@ def test_moderation_eval_on_the_gold_evidence_set_prints_the_checks(tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["results"][0]["metrics"]
     assert metrics["faithfulness/evidence_gold_overlap_n"] > 0 and metrics["faithfulness/rationale_decided_only"] == 1.0
     assert "evidence overlaps the gold span" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_the_gold_evidence_set_covers_the_policies_and_stays_out_of_training():
+    from moderation.dedup import MinHashIndex
+    from moderation.evalsets import (
+        EVIDENCE_GOLD_CARD_HEADER,
+        EVIDENCE_GOLD_DIR,
+        data_card,
+        load_corpus,
+        load_evidence_gold,
+        load_marketplace,
+        set_names,
+    )
+    from moderation.policy import load_policy
+
+    gold = load_evidence_gold()
+    assert len(gold) >= 60 and len({li.item.language for li in gold}) >= 6
+    assert {p for li in gold for p in li.gold_violations} == set(load_policy().ids)
+    assert all(dict(li.evidence).keys() == li.gold_violations for li in gold)
+    assert all(q in li.item.text() and len(q) <= EVIDENCE_MAX_CHARS for li in gold for _, q in li.evidence)
+    assert "evidence_gold" not in set_names()  # what curate and eval read by default
+    seen = MinHashIndex()
+    for li in load_corpus() + load_marketplace():
+        seen.add(li.item.id, li.item.text())
+    assert not [li.item.id for li in gold if seen.exact(li.item.text()) or seen.near(li.item.text())]
+    assert (EVIDENCE_GOLD_DIR / "CARD.md").read_text() == data_card(gold, EVIDENCE_GOLD_CARD_HEADER) + "\n"
