@@ -13,7 +13,8 @@ handles (a listing's seller, a video's creator, a chat's channel and its users, 
 single tokens like `lina_bakes`), field labels (`Caption:`), and pieces with fewer than two
 letters (`⭐⭐⭐⭐⭐ 5`, a bare price). The cost is bounded: an item with more than `max_units`
 clauses is first occluded in `max_units` runs of neighbouring clauses, and then clause by clause
-inside the runs that scored highest.
+inside the runs that scored highest; with a screen (the heads' TF-IDF half, `lexical_screen`), every
+clause goes through the screen and only a shortlist through the whole scorer.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ FIELD_LABELS = frozenset({
     "language", "currency", "kind", "id", "attributes", "size", "condition", "colour", "color", "brand", "model",
     "ingredients", "shipping", "delivery", "location", "payment", "note", "notes", "details", "features", "specs",
     "quantity", "weight", "material", "warranty", "review", "reviews", "rating", "stock", "sku"})
-HANDLE = re.compile(r"@?[\w.]*(_|\d[^\W\d_]|[^\W\d_]\d)[\w.]*|@[\w.]+")  # one token with '_' or letters and digits mixed
+# One token that names an account: with '_' or letters and digits mixed (`lina_bakes`), an @name, an e-mail address.
+HANDLE = re.compile(r"@?[\w.]*(_|\d[^\W\d_]|[^\W\d_]\d)[\w.]*|@[\w.]+|[\w.+-]+@[\w.-]+")
 LETTER = re.compile(r"[^\W\d_]")
-# The verdict schema's clause breaks (schema.CLAUSE_BREAKS), except a '.', ',' or ':' between two digits
-# ("1.6 TDCi", "10,5 %", "10:30"), so that a number is never cut in two.
-BREAK = re.compile("(?:[\n!?;|()\\[\\]{}\"，。！？、；：「」『』【】《》（）…،؛؟]|(?<!\\d)[.,:]|[.,:](?!\\d))+")
+# The verdict schema's clause breaks (schema.CLAUSE_BREAKS), except a ',' between two digits ("10,5 %") and a
+# '.' or ':' inside a token ("1.6 TDCi", "10:30", "claim-prize.example/login", "https://"), so that a number, an
+# address or a link is never cut in two.
+BREAK = re.compile("(?:[\n!?;|()\\[\\]{}\"，。！？、；：「」『』【】《》（）…،؛؟]|(?<!\\d),|,(?!\\d)|[.:](?!\\S))+")
 
 Scores = Callable[[list[Item]], list[dict[str, Any]]]  # items -> their `scores` records ({"policies": {...}})
 
@@ -214,6 +217,8 @@ class Attributor:
 
     def _screened(self, items, found, decided) -> dict[int, list[int]]:
         """Each item's clauses worth exact occlusion: every decided policy's top `shortlist` by screen drop."""
+        if not found:
+            return {}
         plain = self.screen([items[i] for i in found])
         screen_base = {i: record for i, record in zip(found, plain)}
         groups = {i: [[k] for k in range(min(len(clauses), SCREEN_UNITS))] for i, clauses in found.items()}

@@ -68,20 +68,33 @@ def language_of(item: Item, policy: Policy, policies: tuple[str, ...]) -> str:
 
 
 def region_rule(policy: Policy, entry: PolicyEntry, item: Item) -> str | None:
-    """The overlay rule of the item's region that applied to a decided policy: an entry of the overlay list the
-    policy's `region_rules` names that shares a word (4+ letters, plurals folded) with the item; None if none."""
+    """The overlay rule of the item's region that applied to a decided policy: the entry of the overlay list the
+    policy's `region_rules` names that shares the most subject words (4+ letters, not the plain words of a rule,
+    plurals folded) with the item; None if none does, or if two share as many (a rule the item may not be under
+    is never stated)."""
     overlay = policy.regions.get((item.region or "").upper())
     if overlay is None or not entry.region_rules:
         return None
-    words = _stems(item.text())
+    words = _subjects(item.text())
     rules = overlay.restricted if entry.region_rules == "restricted" else overlay.required_info
-    scored = [(len(_stems(rule) & words), rule) for rule in rules]
-    best = max(scored, default=(0, None), key=lambda pair: pair[0])
-    return best[1] if best[0] else None
+    scored = sorted(((len(_subjects(rule) & words), rule) for rule in rules), key=lambda pair: -pair[0])
+    if not scored or not scored[0][0] or (len(scored) > 1 and scored[1][0] == scored[0][0]):
+        return None
+    return scored[0][1]
 
 
-def _stems(text: str) -> set[str]:
-    return {_stem(w) for w in re.findall(r"[^\W\d_]{4,}", text.casefold())}
+# Words of overlay rules that say how a thing is regulated, not what it is: a rule applies on its subject words.
+RULE_WORDS = frozenset("""
+only check checks checked banned legal sold sale sales adult adults consumer consumers state states law laws
+limited registration registered licence license licensed approved marking items item except within period periods
+where applicable needing needs business sellers seller trader identity name address contact details information
+regulated controlled delivery product products goods under with without varying several their them must state
+""".split())
+
+
+def _subjects(text: str) -> set[str]:
+    words = {_stem(w) for w in re.findall(r"[^\W\d_]{4,}", text.casefold()) if w not in RULE_WORDS}
+    return {w[:6] for w in words}  # "disposable" and "disposables", "vape" and "vapes" meet
 
 
 def _stem(word: str) -> str:

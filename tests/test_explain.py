@@ -112,6 +112,14 @@ def test_a_screen_shortlists_clauses_for_the_whole_scorer():
     assert overlaps(item.text(), "AAA replica shade", "replica") and not overlaps(item.text(), "Plain lamp", "replica")
 
 
+def test_nothing_decided_costs_no_scoring():
+    def refuse(items):
+        raise AssertionError(f"scored {len(items)} items")
+
+    assert Attributor(refuse, screen=refuse).evidence([ITEM], keyword_scores([ITEM]), [()]) == [{}]
+    assert Attributor(refuse).evidence([], [], []) == []
+
+
 # --- the pipeline: no generation when the rationale is built ---------------------------------------
 
 THRESHOLDS = {p: 0.5 for p in ("counterfeit_ip", "fraud_scam", "spam", "off_platform_transaction")}
@@ -320,3 +328,21 @@ def test_the_gold_evidence_set_covers_the_policies_and_stays_out_of_training():
         seen.add(li.item.id, li.item.text())
     assert not [li.item.id for li in gold if seen.exact(li.item.text()) or seen.near(li.item.text())]
     assert (EVIDENCE_GOLD_DIR / "CARD.md").read_text() == data_card(gold, EVIDENCE_GOLD_CARD_HEADER) + "\n"
+
+
+def test_a_region_rule_is_stated_only_when_one_rule_clearly_applies(policy):
+    from moderation.rationale import region_rule
+
+    restricted = policy.entry("restricted_item")
+    vapes = Item("v", "listing", {"title": "Elf Bar 600 disposables - box of 10", "description": "10 vapes. No ID checks.",
+                                  "region": "UK"})
+    assert region_rule(policy, restricted, vapes) == "Disposable vapes banned; vapes and tobacco 18+ only"
+    # "checks" is how a rule regulates, not what it is about: it never picks the knife rule for vapes
+    assert region_rule(policy, restricted, Item("c", "listing", {"title": "Hoodie, no ID checks", "region": "UK"})) is None
+    assert region_rule(policy, policy.entry("counterfeit_ip"), vapes) is None  # no region_rules: no overlay list
+
+
+def test_addresses_and_links_stay_whole_and_an_address_alone_is_no_evidence():
+    item = Item("u", "merchant", {"name": "Vape shop", "contact": "cloudninevapes@mail.example",
+                                  "about": "Log in at claim-prize.example/login now. Version 1.6 ready."})
+    assert [u.text for u in units(item)] == ["Vape shop", "Log in at claim-prize.example/login now", "Version 1.6 ready"]

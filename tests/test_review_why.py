@@ -21,8 +21,8 @@ SCORES = {"violation": 0.84, "policies": {"counterfeit_ip": 0.84, "spam": 0.1}, 
 def test_reasons_pair_each_violation_with_its_score_threshold_and_definition(policy):
     taxonomy = Taxonomy.of(policy)
     [r] = reasons(VERDICT, {"scores": SCORES}, taxonomy)
-    assert (r.policy, r.title, r.evidence, r.score, r.threshold, r.reached) == (
-        "counterfeit_ip", "Counterfeit and intellectual property", "AAA replica Rolex", 0.84, 0.56, True)
+    assert (r.policy, r.title, r.evidence, r.score, r.threshold, r.reached, r.drop) == (
+        "counterfeit_ip", "Counterfeit and intellectual property", "AAA replica Rolex", 0.84, 0.56, True, 0.31)
     assert r.definition == policy.entry("counterfeit_ip").definition
     [bare] = reasons(VERDICT, {}, Taxonomy.from_json({**taxonomy.to_json(), "policies": [
         {k: v for k, v in p.items() if k != "definition"} for p in taxonomy.to_json()["policies"]]}))
@@ -52,4 +52,5 @@ def test_the_check_page_shows_score_against_threshold_definition_and_evidence_in
     item = page[page.index('id="item"'):page.index("</section>", page.index('id="item"'))]
     assert "Steel watch, <mark>AAA replica Rolex</mark>" in item  # highlighted where it stands in the item's text
     assert "Rationale built from the policy file and the evidence." in page
+    assert re.search(r"Without the quoted clause the score falls by\s+0\.31\.", why)
     store.close()

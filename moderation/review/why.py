@@ -25,6 +25,7 @@ class Reason:
     evidence: str
     score: float | None  # None: the record has no scores
     threshold: float | None  # None: the record does not say which threshold decided it
+    drop: float | None = None  # how much the score falls with the quoted clause cut out (None: not recorded)
 
     @property
     def reached(self) -> bool | None:
@@ -36,13 +37,14 @@ def reasons(verdict: dict[str, Any] | None, sample: dict[str, Any], taxonomy: Ta
     scores = sample.get("scores") or {}
     policy_scores = scores.get("policies") or {}
     thresholds = (scores.get("explanation") or {}).get("thresholds") or {}
+    drops = (scores.get("explanation") or {}).get("attribution") or {}
     titles = {pid: title for pid, title, _ in taxonomy.policies}
     out = []
     for v in (verdict or {}).get("violations", []):
         pid = v["policy"]
-        score, threshold = policy_scores.get(pid), thresholds.get(pid)
+        score, threshold, drop = policy_scores.get(pid), thresholds.get(pid), drops.get(pid)
         out.append(Reason(pid, titles.get(pid, pid), taxonomy.definition(pid), v.get("severity", ""), v.get("evidence", ""),
-                          None if score is None else float(score), None if threshold is None else float(threshold)))
+                          *(None if x is None else float(x) for x in (score, threshold, drop))))
     return out
 
 
