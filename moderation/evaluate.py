@@ -220,13 +220,13 @@ def faithfulness(moderator: Moderator, items: list[LabelledItem], records: dict[
     """How far the explanations of flagged verdicts (those with violations) can be trusted, as shares with
     their counts (`KEY` and `KEY_n`, the number of verdicts or pairs it is taken over):
 
-    - `faithfulness/evidence_top_clause`: every quote of the verdict lies in (overlaps) its policy's clause
+    - `faithfulness_evidence_top_clause`: every quote of the verdict lies in (overlaps) its policy's clause
       with the largest attribution, found again by occlusion through the moderator's whole scorer (every
       clause, no screen) on at most `checked` verdicts (the lowest id hashes), so a run whose evidence came
       from elsewhere (written by a model, a cheaper attribution, another scorer) is checked against it;
-    - `faithfulness/rationale_decided_only`: the rationale names no policy the verdict does not hold;
-    - `faithfulness/rationale_replaced`: runs with `--rationale llm` only, the generated rationales the check replaced;
-    - `faithfulness/evidence_gold_overlap`: sets with gold evidence spans, the (item, policy) pairs the verdict
+    - `faithfulness_rationale_decided_only`: the rationale names no policy the verdict does not hold;
+    - `faithfulness_rationale_replaced`: runs with `--rationale llm` only, the generated rationales the check replaced;
+    - `faithfulness_evidence_gold_overlap`: sets with gold evidence spans, the (item, policy) pairs the verdict
       got right whose quote shares a letter or digit with the gold span.
     """
     from moderation.explain import Attributor, overlaps
@@ -238,7 +238,7 @@ def faithfulness(moderator: Moderator, items: list[LabelledItem], records: dict[
 
     def put(key: str, hits: list[bool]) -> None:
         if hits:
-            out[f"faithfulness/{key}"], out[f"faithfulness/{key}_n"] = float(np.mean(hits)), float(len(hits))
+            out[f"faithfulness_{key}"], out[f"faithfulness_{key}_n"] = float(np.mean(hits)), float(len(hits))
 
     put("rationale_decided_only", [not named_policies(v["rationale"], policy, li.item.text()) - {x["policy"] for x in v["violations"]}
                                    for li, v, _ in flagged])

@@ -116,6 +116,8 @@ def built_rationale(policy: Policy, decision: str, policies: tuple[str, ...], ev
     # From the fullest sentence down: quotes go first, then summaries, then the region rule.
     for quotes, summaries, with_region in ((True, True, True), (False, True, True), (False, False, True),
                                           (False, True, False), (True, False, False), (False, False, False)):
+        if with_region and not region and not summaries:
+            continue  # without a region rule this is the titles alone, which come last
         parts = [_policy_part(frame, e, lang, evidence.get(e.id) if quotes else None, summaries) for e in entries]
         text = frame.actions[decision] + frame.colon + frame.join.join(parts)
         text += (frame.join + region if region and with_region else "") + frame.end

@@ -123,11 +123,11 @@ def faithfulness_lines(rs: list[SystemResult]) -> list[str]:
     """The explanation checks of the systems that have them (moderation.evaluate.faithfulness), with counts."""
     lines = []
     for r in rs:
-        shown = [(key, text) for key, text in FAITHFULNESS if f"faithfulness/{key}" in r.metrics]
+        shown = [(key, text) for key, text in FAITHFULNESS if f"faithfulness_{key}" in r.metrics]
         if shown:
             lines += [f"Explanations of {r.system}'s flagged verdicts:", ""]
             for key, text in shown:
-                value, n = r.metrics[f"faithfulness/{key}"], int(r.metrics[f"faithfulness/{key}_n"])
+                value, n = r.metrics[f"faithfulness_{key}"], int(r.metrics[f"faithfulness_{key}_n"])
                 lines.append(f"- {text}: {value:.2f} ({round(value * n)}/{n})")
             lines.append("")
     return lines

@@ -258,9 +258,9 @@ def test_eval_reports_faithfulness_and_the_check_can_fail(tmp_path, make_moderat
     records, _ = run_llm(built, gold, tmp_path / "built.jsonl")
     figures = faithfulness(built, gold, records, policy)
     flagged = sum(bool((r.verdict or {}).get("violations")) for r in records.values())
-    assert flagged and figures["faithfulness/evidence_top_clause"] == 1.0 == figures["faithfulness/rationale_decided_only"]
-    assert figures["faithfulness/evidence_top_clause_n"] == flagged and "faithfulness/rationale_replaced" not in figures
-    assert 0 < figures["faithfulness/evidence_gold_overlap_n"] <= flagged * 3
+    assert flagged and figures["faithfulness_evidence_top_clause"] == 1.0 == figures["faithfulness_rationale_decided_only"]
+    assert figures["faithfulness_evidence_top_clause_n"] == flagged and "faithfulness_rationale_replaced" not in figures
+    assert 0 < figures["faithfulness_evidence_gold_overlap_n"] <= flagged * 3
     # quotes moved off the attributed clause (to the item's last clause) and a rationale naming another policy: caught
     moved = {}
     for key, r in records.items():
@@ -272,7 +272,7 @@ def test_eval_reports_faithfulness_and_the_check_can_fail(tmp_path, make_moderat
             r = dataclasses.replace(r, verdict=verdict)
         moved[key] = r
     worse = faithfulness(built, gold, moved, policy)
-    assert worse["faithfulness/evidence_top_clause"] < 1.0 and worse["faithfulness/rationale_decided_only"] < 1.0
+    assert worse["faithfulness_evidence_top_clause"] < 1.0 and worse["faithfulness_rationale_decided_only"] < 1.0
 
     def respond(request):
         return json.dumps({"decision": "remove", "rationale": "Counterfeit watch with injection.",
@@ -280,7 +280,7 @@ def test_eval_reports_faithfulness_and_the_check_can_fail(tmp_path, make_moderat
 
     llm = make_moderator(respond=respond, thresholds={p: 0.5 for p in policy.ids}, rationale="llm")
     records, _ = run_llm(llm, gold, tmp_path / "llm.jsonl")
-    assert faithfulness(llm, gold, records, policy)["faithfulness/rationale_replaced"] == 1.0
+    assert faithfulness(llm, gold, records, policy)["faithfulness_rationale_replaced"] == 1.0
 
 
 def test_moderation_eval_on_the_gold_evidence_set_prints_the_checks(tmp_path):
@@ -300,7 +300,7 @@ def test_moderation_eval_on_the_gold_evidence_set_prints_the_checks(tmp_path):
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "Explanations of llm's flagged verdicts" in report and "evidence overlaps the gold span" in report
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["results"][0]["metrics"]
-    assert metrics["faithfulness/evidence_gold_overlap_n"] > 0 and metrics["faithfulness/rationale_decided_only"] == 1.0
+    assert metrics["faithfulness_evidence_gold_overlap_n"] > 0 and metrics["faithfulness_rationale_decided_only"] == 1.0
     assert "evidence overlaps the gold span" in (tmp_path / "eval" / "report.html").read_text()
 
 

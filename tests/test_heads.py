@@ -133,7 +133,7 @@ class FixedScorer:
 
 def test_a_scorer_decides_with_the_default_action_and_is_in_provenance(make_moderator, policy):
     quote = json.dumps({"decision": "allow", "violations": [], "rationale": "Spam giveaway."})
-    moderator = make_moderator(respond=lambda r: quote, thresholds={"spam": 0.5},
+    moderator = make_moderator(respond=lambda r: quote, thresholds={"spam": 0.5}, rationale="llm",
                                scorer=FixedScorer(lambda text: 0.9 if "WIN" in text else 0.1))
     spam, clean = moderator.moderate([Item("s", "listing", {"title": SPAM[0]}), Item("c", "listing", {"title": CLEAN[0]})])
     assert clean.verdict["decision"] == "allow" and clean.scores["policies"]["spam"] == 0.1
@@ -156,7 +156,8 @@ def test_score_first_records_of_a_run_validate_and_every_flagged_item_has_a_gene
     from moderation.schema import verdict_schema
 
     thresholds = {"spam": 0.5}
-    moderator = make_moderator(thresholds=thresholds, scorer=FixedScorer(lambda text: 0.9 if "WIN" in text else 0.1))
+    moderator = make_moderator(thresholds=thresholds, scorer=FixedScorer(lambda text: 0.9 if "WIN" in text else 0.1),
+                               rationale="llm")  # generated rationales: the default, built, generates nothing
     items = [Item(f"s{i}", "listing", {"title": t}) for i, t in enumerate(SPAM + CLEAN)]
     BatchRunner(moderator, RunOptions(chunk_size=2, thresholds=thresholds)).run([(i + 1, item) for i, item in enumerate(items)], tmp_path / "out.jsonl")
     records = list(read_output(tmp_path / "out.jsonl"))
