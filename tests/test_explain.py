@@ -346,3 +346,25 @@ def test_addresses_and_links_stay_whole_and_an_address_alone_is_no_evidence():
     item = Item("u", "merchant", {"name": "Vape shop", "contact": "cloudninevapes@mail.example",
                                   "about": "Log in at claim-prize.example/login now. Version 1.6 ready."})
     assert [u.text for u in units(item)] == ["Vape shop", "Log in at claim-prize.example/login now", "Version 1.6 ready"]
+
+
+def test_the_evidence_benchmark_measures_both_methods_on_the_same_pairs_and_writes_its_table(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+
+    from moderation.policy import load_policy
+
+    spec = importlib.util.spec_from_file_location("benchmark_evidence", ROOT / "scripts" / "benchmark_evidence.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    thresholds, doc, out = tmp_path / "t.json", tmp_path / "doc.md", tmp_path / "e.json"
+    thresholds.write_text(json.dumps({p: 0.5 for p in load_policy().ids}))
+    doc.write_text(f"# Doc\n\n{bench.START}\nold\n{bench.END}\n\nafter\n")
+    assert bench.main(["--backend", "fake", "--thresholds", str(thresholds), "--docs", str(doc), "--json", str(out),
+                       "--no-agreement"]) == 0
+    result = json.loads(out.read_text())
+    pairs = result["correct_pairs"]
+    assert pairs > 0 and all(result["overlap"][k][1] == pairs for k in ("written", "attributed", "reference"))
+    text = doc.read_text()
+    assert "\nold\n" not in text and text.endswith("after\n") and "| attributed, as shipped" in text
