@@ -34,7 +34,8 @@ SHORTLIST_SHARE = 0.3  # ... those whose screen drop is at least this share of t
 SCREEN_UNITS = 256  # with a screen: clauses the screen occludes per item, at most (the rest are never evidence)
 MERGE_SHARE = 0.5  # a neighbouring clause joins the evidence when its drop is at least this share of the top one
 HANDLE_FIELDS = frozenset({"seller", "creator", "channel", "user"})  # their values name people or accounts
-META_FIELDS = frozenset({"region", "language", "currency", "category", "categories", "business_type"})  # codes and picked labels, not sentences
+# Codes and labels picked from a list, not sentences a person wrote.
+META_FIELDS = frozenset({"region", "language", "currency", "category", "categories", "business_type"})
 # Field and attribute names that exports write into text ("Caption: ...", "Size: M"): never evidence alone.
 FIELD_LABELS = frozenset({
     "title", "description", "caption", "transcript", "about", "name", "seller", "creator", "channel", "price",
@@ -271,7 +272,9 @@ def pick(item: Item, clauses: list[Unit], order: list[int], drops: list[float]) 
     at = {index: k for k, index in enumerate(order)}
     first = last = order[top]
     if drops[top] > 0:
-        strong = lambda j: j in at and drops[at[j]] >= MERGE_SHARE * drops[top] and clauses[j].path == clauses[order[top]].path  # noqa: E731
+        def strong(j: int) -> bool:
+            return j in at and drops[at[j]] >= MERGE_SHARE * drops[top] and clauses[j].path == clauses[order[top]].path
+
         while strong(first - 1) and clauses[last].end - clauses[first - 1].start <= EVIDENCE_MAX_CHARS:
             first -= 1
         while strong(last + 1) and clauses[last + 1].end - clauses[first].start <= EVIDENCE_MAX_CHARS:
