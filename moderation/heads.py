@@ -11,8 +11,8 @@ mean of two probabilities, each from one logistic regression per policy:
 - a character n-gram TF-IDF (`moderation.screen.TfidfScorer`) on the same text.
 
 Both are fitted on the `moderation curate` rows (`finetune/fit_heads.py`) and stored as plain
-arrays (no pickles) beside the adapter. The model's adapter still writes the evidence and the
-rationale of flagged items.
+arrays (no pickles) beside the adapter. A flagged item's evidence is attributed through this scorer
+(moderation.explain); the model's adapter writes a rationale only with `--rationale llm`.
 """
 
 from __future__ import annotations
