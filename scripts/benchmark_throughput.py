@@ -210,8 +210,9 @@ def moderate(moderator, items: list, chunk: int) -> tuple[dict, dict]:
         rows = [(i + 1, li.item) for i, li in enumerate(items)]
         stats = BatchRunner(moderator, RunOptions(chunk_size=chunk, error_budget=1.0)).run(rows, out)
         records = {r.id: r for r in read_records(out)}
-    generated = sum(1 for r in records.values() if (r.verdict or {}).get("rationale") != ALLOW_RATIONALE
-                    and (r.scores or {}).get("explanation", {}).get("rationale") != "built")  # built: no generation
+    generated = sum(1 for r in records.values() if (r.verdict or {}).get("rationale") != ALLOW_RATIONALE)
+    if moderator.score_first and moderator.rationale == "built":  # whole verdicts from the scores: nothing generated
+        generated = 0
     return records, {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
                      "generated": generated, "verdicts": stats.verdicts}
 

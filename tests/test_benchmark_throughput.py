@@ -39,6 +39,9 @@ def test_the_batch_runner_pass_counts_tokens_and_generated_verdicts_and_scores_l
     moderator = build_moderator(bench.run_args(["--backend", "fake"]))
     records, counts = bench.moderate(moderator, items, chunk=4)
     assert counts["verdicts"] == 6 == len(records) and counts["generated"] == 6  # the fake engine counts no tokens
+    shipped = build_moderator(bench.run_args(["--backend", "transformers"]))  # lazy: score first, built, no engine
+    assert shipped.score_first and bench.moderate(shipped, items, chunk=4)[1]["generated"] == 0
+    assert not shipped.backend.is_started
     figures = bench.accuracy(items, records)
     assert 0 <= figures["macro_f1"] <= 1 and "clean_fpr" in figures
     assert bench.accuracy([bench.Unlabelled(items[0].item)], records) == {}
