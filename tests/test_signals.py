@@ -42,7 +42,7 @@ def test_a_signal_mid_run_stops_the_engine_processes_and_leaves_a_resumable_outp
     out = tmp_path / "out.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "moderation.cli", "run", str(DEMO), "-o", str(out), "--backend", "vllm",
-                             "--chunk-size", "16", "--no-progress"], cwd=ROOT, env=env,
+                             "--rationale", "llm", "--chunk-size", "16", "--no-progress"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     engine: set = set()
     try:

@@ -65,7 +65,7 @@ class _PageParser(HTMLParser):
             self.check_id = a["data-check-id"]
         elif tag == "p" and "decision" in (a.get("class") or "").split() and self.decision is None:
             self._in = "decision"
-        elif tag in ("h1", "strong"):
+        elif tag in ("h1", "strong", "code"):  # a flagged policy's id is in <code> beside its title (why.py)
             self._in = tag
         elif tag == "span" and self._in == "h1":
             self._tag_span = True
@@ -73,13 +73,13 @@ class _PageParser(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "span":
             self._tag_span = False
-        elif tag in ("h1", "strong", "p"):
+        elif tag in ("h1", "strong", "code", "p"):
             self._in = None
 
     def handle_data(self, data):
         if self._in == "h1" and not self._tag_span:
             self.h1.append(data)
-        elif self._in == "strong":
+        elif self._in in ("strong", "code"):
             self.strong.append(data.strip())
         elif self._in == "decision":
             self.decision = data.strip()
