@@ -26,14 +26,19 @@ AVX512_CAPABILITIES = ("AVX512", "AVX512_BF16", "AMX", "AVX512_VNNI")
 
 
 @cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+def _cpuinfo(*keys: str) -> str:
+    """The value of the first /proc/cpuinfo line starting with one of `keys` ('' where unreadable)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
-    line = next((x for x in text.splitlines() if x.startswith(("flags", "Features"))), "")
-    return frozenset(line.partition(":")[2].split())
+        return ""
+    return next((x for x in text.splitlines() if x.startswith(keys)), "").partition(":")[2].strip()
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    return frozenset(_cpuinfo("flags", "Features").split())
 
 
 @cache
@@ -98,12 +103,7 @@ def describe(dtype: str = "auto") -> dict[str, str | bool]:
 
 
 def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    line = next((x for x in text.splitlines() if x.startswith("model name")), "")
-    return line.partition(":")[2].strip() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def matmul_gflops(dtype: str, seconds: float = 0.5, shape: tuple[int, int, int] = (512, 576, 1536)) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from moderation.errors import ConfigError
-from moderation.machine import DTYPES
+from moderation.machine import DTYPES, check_dtype
 from moderation.model import Adapter
 
 
@@ -45,8 +45,7 @@ class BackendConfig:
             raise ConfigError(f"BackendConfig.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.kv_cache_gib is not None and self.kv_cache_gib < 0:
             raise ConfigError(f"BackendConfig.kv_cache_gib must be 0 (the engine's default) or more, got {self.kv_cache_gib!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"BackendConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_dtype(self.dtype, "BackendConfig.dtype")
         names = [a.name for a in self.adapters]
         if len(set(names)) < len(names):
             raise ConfigError(f"BackendConfig.adapters: two adapters share a name in {names}")
