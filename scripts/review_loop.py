@@ -48,6 +48,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from moderation.model import DEFAULT_ADAPTER  # noqa: E402
+
 LOOP = ROOT / "runs" / "loop"
 # The shipped default's curation (data/curated/README.md); a round adds its case checks to it.
 CURATE_FLAGS = ["--per-label", "150", "--allow-per-set", "250", "--marketplace-per-label", "1000", "--augment-share", "0.3"]
@@ -204,8 +206,32 @@ def review_round(round_dir: Path, run_file: Path, dump: Path, gold_file: Path, s
     return checks, figures
 
 
+def shipped_encoder() -> bool:
+    """Whether the shipped scorer is a fine-tuned encoder (finetune/fit_encoder.py) rather than frozen heads."""
+    from moderation.encoder import ENCODER_FORMAT
+
+    return json.loads((DEFAULT_ADAPTER / "heads.json").read_text()).get("format") == ENCODER_FORMAT
+
+
+ROUND_TUNING = ["--epochs", "2", "--lr", "2e-4", "--head-lr", "5e-4"]  # gentler than from scratch: a few hundred rows
+
+
 def learn(round_dir: Path, checks: Path | None) -> tuple[Path, dict]:
-    """curate (the shipped default's rows plus the round's checks) -> refitted heads in round_dir/heads."""
+    """The round's scorer. A fine-tuned encoder continues from the shipped one on the round's case checks (its
+    control is the shipped scorer itself); frozen heads are refitted on curate's rows plus the checks."""
+    if shipped_encoder():
+        if checks is None:
+            return DEFAULT_ADAPTER, {"rows": 0}
+        curated, heads = round_dir / "curated-checks", round_dir / "heads"
+        started = time.perf_counter()
+        moderation("curate", "-o", str(curated), "--case-checks", str(checks), "--sets", "none", quiet=True)
+        curate_s = time.perf_counter() - started
+        started = time.perf_counter()
+        shutil.rmtree(heads, ignore_errors=True)  # a rerun trains afresh from the shipped scorer, not from a stale checkpoint
+        script("fit_encoder.py", "--dataset", str(curated / "sft"), "--out", str(heads), "--init", str(DEFAULT_ADAPTER),
+               *ROUND_TUNING)
+        card = json.loads((heads / "heads.json").read_text())
+        return heads, {"curate_s": round(curate_s, 1), "fit_s": round(time.perf_counter() - started, 1), "rows": card["rows"]}
     curated, heads = round_dir / "curated", round_dir / "heads"
     started = time.perf_counter()
     moderation("curate", "-o", str(curated), *CURATE_FLAGS, *(["--case-checks", str(checks)] if checks else []), quiet=True)
@@ -222,12 +248,10 @@ class TestSplits:
     each public set's test split (eval --sample's fixed sample), with their prompts' hidden states."""
 
     def __init__(self, per_set: int):
-        from finetune.fit_heads import FeatureCache
         from moderation.evalsets import load_set, set_names
         from moderation.evaluate import sample
-        from moderation.heads import LAYERS, user_text
-        from moderation.machine import resolve_dtype
-        from moderation.model import model_profile, resolve_model
+        from moderation.heads import user_text
+        from moderation.model import model_profile
         from moderation.policy import load_policy
         from moderation.prompts import load_template
 
@@ -236,14 +260,31 @@ class TestSplits:
         self.sets = {name: sample(load_set(name, "test"), None if name == "marketplace" else per_set) for name in set_names()}
         self.texts = {name: [user_text(template.messages(li.item, self.policy)) for li in items]
                       for name, items in self.sets.items()}
-        flat = [t for texts in self.texts.values() for t in texts]
-        x, _ = FeatureCache(LOOP / "heads-cache", resolve_model("base"), LAYERS, resolve_dtype())(flat)
-        bounds = np.cumsum([0] + [len(t) for t in self.texts.values()])
-        self.x = {name: x[a:b] for name, a, b in zip(self.texts, bounds[:-1], bounds[1:])}
+        self._x = None
+
+    @property
+    def x(self) -> dict[str, np.ndarray]:
+        """Hidden states of the test prompts for frozen heads (computed once, from the feature cache)."""
+        if self._x is None:
+            from finetune.fit_heads import FeatureCache
+            from moderation.heads import LAYERS
+            from moderation.machine import resolve_dtype
+            from moderation.model import resolve_model
+
+            flat = [t for texts in self.texts.values() for t in texts]
+            x, _ = FeatureCache(LOOP / "heads-cache", resolve_model("base"), LAYERS, resolve_dtype())(flat)
+            bounds = np.cumsum([0] + [len(t) for t in self.texts.values()])
+            self._x = {name: x[a:b] for name, a, b in zip(self.texts, bounds[:-1], bounds[1:])}
+        return self._x
+
+    def scores(self, scorer, name: str) -> np.ndarray:
+        if hasattr(scorer, "encoder_scores"):
+            return np.round(scorer.policy_scores(self.texts[name]), 5)
+        return np.round((scorer.heads.score(self.x[name]) + scorer.lexical.score_texts(self.texts[name])) / 2, 5)
 
     def labels(self, heads_dir: Path, thresholds: dict[str, float]) -> dict:
-        """Per set, the Labels of score first with these heads: each item's policies and decision as
-        the pipeline decides them from the heads' scores (moderation.pipeline.decide)."""
+        """Per set, the Labels of score first with this scorer: each item's policies and decision as
+        the pipeline decides them from its scores (moderation.pipeline.decide)."""
         from moderation.evaluate import gold_labels
         from moderation.heads import load_heads
         from moderation.metrics import Labels, label_matrix
@@ -252,7 +293,7 @@ class TestSplits:
         scorer, ids = load_heads(heads_dir, self.policy), self.policy.ids
         out = {}
         for name, items in self.sets.items():
-            scores = np.round((scorer.heads.score(self.x[name]) + scorer.lexical.score_texts(self.texts[name])) / 2, 5)
+            scores = self.scores(scorer, name)
             decided = [decide({"policies": dict(zip(ids, row))}, thresholds, self.policy) for row in scores]
             gold, gold_decision = gold_labels(items, ids)
             pred = label_matrix([set(d.policies) for d in decided], ids)
@@ -320,7 +361,10 @@ def prepare(args) -> tuple[Path, Path, Path, Path]:
 
 
 def control_heads() -> Path:
-    """Heads refitted on the shipped curation with no case checks: what each round is measured against."""
+    """What each round is measured against: the shipped encoder scorer, or heads refitted on the shipped curation
+    with no case checks."""
+    if shipped_encoder():
+        return DEFAULT_ADAPTER
     heads = LOOP / "control" / "heads"
     if not (heads / "heads.json").is_file():
         learn(LOOP / "control", None)

