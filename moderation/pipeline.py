@@ -66,6 +66,11 @@ def check_taxonomy(policy: Policy, *, adapter: Adapter | None = None, thresholds
         raise ConfigError(f"the scorer scores policies {list(scorer.policies)}, not those of {policy.describe()}")
 
 
+def thresholds_sha(thresholds: dict[str, float]) -> str:
+    """The hash of a set of thresholds that a run's provenance records (`thresholds_sha`)."""
+    return hashlib.sha256(json.dumps(thresholds, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Decided:
     """The outcome fixed by an item's scores before any generation."""
@@ -77,9 +82,9 @@ class Decided:
 def decide(scores: dict[str, Any], thresholds: dict[str, float], policy: Policy | None = None) -> Decided:
     """Flagged policies (score >= threshold), highest first, and the decision: the likeliest
     non-allow one where the scores have decision probabilities (token probes), else the strongest
-    default action of the flagged policies (policy heads)."""
-    policies = scores["policies"]
-    flagged = sorted((p for p, t in thresholds.items() if policies.get(p, 0.0) >= t), key=lambda p: -policies[p])
+    default action of the flagged policies (policy heads). A policy the scores lack scores 0.0."""
+    score = {p: scores["policies"].get(p, 0.0) for p in thresholds}
+    flagged = sorted((p for p, t in thresholds.items() if score[p] >= t), key=lambda p: -score[p])
     if not flagged:
         return Decided("allow", ())
     flagged = flagged[:MAX_VIOLATIONS]
@@ -215,9 +220,7 @@ class Moderator:
 
     @property
     def thresholds_sha(self) -> str | None:
-        if not self.thresholds:
-            return None
-        return hashlib.sha256(json.dumps(self.thresholds, sort_keys=True).encode()).hexdigest()
+        return thresholds_sha(self.thresholds) if self.thresholds else None
 
     def request(self, item: Item, attempt: int, messages: list[dict[str, str]] | None = None,
                 decided: Decided | None = None) -> GenerationRequest:

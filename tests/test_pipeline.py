@@ -131,6 +131,13 @@ def test_decide_orders_by_score_and_keeps_three():
     assert decide(scores, {"hate_harassment": 0.5}) == Decided("allow", ())
 
 
+def test_decide_scores_a_policy_missing_from_the_scores_zero(policy):
+    scores = {"policies": {"spam": 0.7}}  # no fraud_scam score: it scores 0.0, for the threshold and the order
+    assert decide(scores, {"spam": 0.5, "fraud_scam": 0.0}, policy).policies == ("spam", "fraud_scam")
+    assert decide(scores, {"fraud_scam": 0.0}, policy).policies == ("fraud_scam",)
+    assert decide(scores, {"spam": 0.8, "fraud_scam": 0.1}, policy) == Decided("allow", ())
+
+
 def test_decide_without_decision_scores_takes_the_strongest_default_action(policy):
     scores = {"policies": {"spam": 0.7, "fraud_scam": 0.9}}
     actions = {policy.entry(p).default_action for p in ("spam", "fraud_scam")}

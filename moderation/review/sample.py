@@ -56,9 +56,11 @@ class SampleConfig:
         return self.n if self.n is not None else math.ceil(self.audit_rate * eligible)
 
 
-def check_taxonomy(records: list[RunRecord], policy: Policy, where: str | Path) -> list[RunRecord]:
-    """A run's records, checked to be made under `policy`'s taxonomy: the schema id in their provenance
-    (runs from before it was recorded: the policies their verdicts name).
+def check_taxonomy(records: list[RunRecord], policy: Policy, where: str | Path,
+                   advice: str = "Give `review sample` the run's own policy file with --policy") -> list[RunRecord]:
+    """A run's records, checked to be made under `policy`'s taxonomy: the schema id in their provenance, the
+    policies their verdicts name and, where they hold scores, the policies scored (runs from before the schema id
+    was recorded are told by these two). `advice` ends the error message: what to give instead.
 
     Raises:
         ConfigError: a record was made under another taxonomy; the message names both.
@@ -67,11 +69,13 @@ def check_taxonomy(records: list[RunRecord], policy: Policy, where: str | Path) 
     for record in records:
         made_under = (record.provenance or {}).get("schema_id")
         named = {v["policy"] for v in (record.verdict or {}).get("violations", [])}
-        if (made_under and made_under != policy.schema_id) or not named <= ids:
+        scores = record.scores.get("policies") if isinstance(record.scores, dict) else None
+        scored = set(scores) if isinstance(scores, dict) else ids
+        if (made_under and made_under != policy.schema_id) or not named <= ids or scored != ids:
             raise ConfigError(f"{where} was made under another taxonomy (verdict schema {made_under or 'unrecorded'}, "
-                              f"naming {sorted(named - ids) or sorted(named)}); the policy file is "
-                              f"{policy.describe()} (schema {policy.schema_id}). Give `review sample` the run's own "
-                              "policy file with --policy")
+                              f"naming {sorted(named - ids) or sorted(named)}"
+                              + (f", scores for {sorted(scored)}" if scored != ids else "")
+                              + f"); the policy file is {policy.describe()} (schema {policy.schema_id}). {advice}")
     return records
 
 
