@@ -36,7 +36,9 @@ from moderation.factory import (
 from moderation.merchants import cli as merchants_cli
 from moderation.review import cli as review_cli
 from moderation.impact_cli import add_impact_parser, cmd_impact
+from moderation.investigate_cli import add_investigate_parser, cmd_investigate
 from moderation.screen_cli import add_screen_parser, cmd_screen
+from moderation.trends_cli import add_trends_parser, cmd_trends
 from moderation.settings import DATA_DIR_HELP, POLICY_HELP, add_fields, from_args
 
 logger = logging.getLogger("moderation")
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_curate_parser(sub)
     add_screen_parser(sub)
     add_impact_parser(sub)
+    add_investigate_parser(sub)
+    add_trends_parser(sub)
     model = sub.add_parser("model", help="manage the embedded default model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser("prepare", help="convert the embedded GGUF into a safetensors directory, merge the "
@@ -352,6 +356,8 @@ COMMANDS["review"] = review_cli.cmd_review
 COMMANDS["merchants"] = merchants_cli.cmd_merchants
 COMMANDS["screen"] = cmd_screen
 COMMANDS["impact"] = cmd_impact
+COMMANDS["investigate"] = cmd_investigate
+COMMANDS["trends"] = cmd_trends
 
 
 def cmd_policy(args) -> int:

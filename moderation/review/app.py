@@ -14,6 +14,7 @@ See docs/security.md.
 import hmac
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from html import escape
@@ -48,6 +49,9 @@ class ReviewSettings:
         "help": "Comma-separated addresses or networks of the proxies whose X-Forwarded-Proto and X-Forwarded-For "
                 "are believed ('*': any; never on a port the internet reaches)."})
     login: LoginLimits = field(default_factory=LoginLimits, metadata={"help": "Failed-login throttling."})
+    trends_json: str = field(default_factory=lambda: os.environ.get("MODERATION_TRENDS_JSON", "runs/trends/trends.json"),
+                             metadata={"help": "The trends file `moderation trends` wrote, shown at /dashboard?view=trends "
+                                               "(default $MODERATION_TRENDS_JSON, else runs/trends/trends.json)."})
 
 
 def highlight(text: str, quotes: list[str]):
@@ -344,11 +348,25 @@ def _dashboard_routes(app, site: ReviewSite) -> None:
     from markupsafe import Markup
 
     @app.get("/dashboard")
-    def dashboard_page(request: Request, queue: str | None = None):
+    def dashboard_page(request: Request, queue: str | None = None, view: str | None = None):
         sess, user = site.login_required(request)
         access.require(user, "see_dashboard")
+        if view == "trends":  # the same rule and route as the dashboard: a view of it, not a page of its own
+            return trends_page(request, sess)
         stats = dashboard.summary(site.store.checks(queue or None))
         charts = [Markup(svg) for svg in dashboard.charts(stats)]  # built from escaped labels
         return site.page(request, "dashboard.html", sess, stats=stats, charts=charts, queue=queue,
                          queues=[q["name"] for q in site.store.queues()], kappa_note=dashboard.kappa_note(stats["agreement"]),
                          rate_basis=dashboard.rate_basis(stats["violation_rates"]))
+
+    def trends_page(request, sess):
+        from moderation.trends import read_json
+        from moderation.trends_report import blocks, svg_figures
+
+        path = site.settings.trends_json
+        try:
+            result = read_json(path)
+        except InputError as exc:
+            return site.page(request, "trends.html", sess, result=None, path=path, error=str(exc))
+        return site.page(request, "trends.html", sess, result=result, path=path, error=None,
+                         charts=[Markup(svg) for svg in svg_figures(result)], blocks=blocks(result))
