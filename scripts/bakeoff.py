@@ -1,7 +1,7 @@
 """Scorers side by side on the dev splits only: which one ships as the default's scorer.
 
     python scripts/bakeoff.py                                     # the shipped scorer, TF-IDF and the candidates below
-    python scripts/bakeoff.py --encoder runs/encoder --write      # and rewrite the table in finetune/MODEL_CARD.md
+    python scripts/bakeoff.py --heads runs/frozen-heads --encoder runs/encoder --write   # and rewrite finetune/MODEL_CARD.md's table
 
 Systems (every one fitted on the same `moderation curate` rows):
 - `tfidf`: the character TF-IDF + logistic regression stored beside a scorer (its lexical half);
@@ -63,8 +63,8 @@ def user_texts(items) -> list[str]:
     return [user_text(template.messages(li.item, POLICY)) for li in items]
 
 
-def scorer_systems(directory: Path) -> dict[str, callable]:
-    """name -> texts -> (n x policies) scores, for the scorer stored in `directory` (its parts apart and together)."""
+def scorer_systems(directory: Path) -> tuple[str, callable, dict[str, callable]]:
+    """(hash, its TF-IDF half, name -> its other half): texts -> (n x policies) scores, for the scorer in `directory`."""
     from moderation.heads import load_heads
 
     scorer = load_heads(directory, POLICY)
@@ -195,7 +195,10 @@ def table(results: dict[str, dict], data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--heads", default=str(DEFAULT_ADAPTER), help="a frozen-heads scorer folder (default: the shipped one)")
+    parser.add_argument("--heads", default=str(DEFAULT_ADAPTER),
+                        help="another scorer folder, e.g. the frozen heads shipped before the encoder (recover them with "
+                             "`git show 94d2653:finetune/adapters/smollm2-135m-moderation/heads.npz` and so on; default: the "
+                             "shipped scorer)")
     parser.add_argument("--encoder", action="append", default=[], help="an encoder scorer folder (finetune/fit_encoder.py); repeatable")
     parser.add_argument("--data-dir", help="evaluation sets folder (default: the shared one)")
     parser.add_argument("--out-dir", default="runs/bakeoff", help="score cache")
@@ -212,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: {m: v for m, v in r.items() if m not in ("per_language", "language_fpr")} for k, r in results.items()}, indent=1))
     if args.write:
         card = ROOT / "finetune" / "MODEL_CARD.md"
-        body = f"`python scripts/bakeoff.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n{text}"
-        card.write_text(splice_markdown(card.read_text(), START, END, body))
+        command = " ".join(["python scripts/bakeoff.py", *(argv if argv is not None else sys.argv[1:])])
+        splice_markdown(card, f"{START}\n\n`{command}`\n\n{text}\n\n{END}", START, END)
     return 0
 
 

@@ -54,10 +54,6 @@ def test_run_applies_the_shipped_thresholds_by_default_and_one_flag_removes_them
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured 2026-11-30 with the policy heads: 5 of the 6 items right, but the Glock "
-                                        "listing ('no paperwork needed', 'untraceable') is allowed: no policy score "
-                                        "reaches its threshold (finetune/MODEL_CARD.md). Strict: once the default "
-                                        "passes, this marker must go.")
 def test_the_shipped_default_flags_obvious_violations_and_allows_obvious_clean_items(tmp_path):
     """The real default (merged adapter, vLLM, shipped prompt and thresholds) on a few plain cases."""
     pytest.importorskip("vllm")
