@@ -122,8 +122,17 @@ def standardise(module, ids: list[list[int]], tokens: Tokens, batch_tokens: int,
     module.head[0].scale.copy_(pooled.std(0) + 1e-4 if len(pooled) > 1 else torch.ones_like(pooled[0]))
 
 
-def train(args, ids: list[list[int]], y: np.ndarray, tokens: Tokens, out: Path, log) -> tuple:
-    """Train (resuming from OUT/checkpoint.pt); return (module, training summary)."""
+RUN_KEYS = ("model", "rank", "alpha", "epochs", "lr", "head_lr", "batch_tokens", "max_tokens", "warmup", "seed", "init", "dtype")
+
+
+def fingerprint(args, data_sha: str, rows: int) -> dict:
+    """What a checkpoint was made with: a resume with other data or settings would mix two runs."""
+    return {**{k: getattr(args, k) for k in RUN_KEYS}, "dataset_sha256": data_sha, "rows": rows}
+
+
+def train(args, ids: list[list[int]], y: np.ndarray, tokens: Tokens, out: Path, log, made_with: dict) -> tuple:
+    """Train (resuming from OUT/checkpoint.pt when it was made with the same data and settings, `made_with`);
+    return (module, training summary)."""
     import torch
 
     torch.manual_seed(args.seed)
@@ -149,6 +158,10 @@ def train(args, ids: list[list[int]], y: np.ndarray, tokens: Tokens, out: Path, 
     checkpoint = out / CHECKPOINT
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
+        if state.get("made_with") != made_with:
+            changed = sorted(k for k in made_with if state.get("made_with", {}).get(k) != made_with[k])
+            raise SystemExit(f"{checkpoint} was made with other data or settings ({', '.join(changed)}): rerun with the "
+                             "same arguments to resume it, or delete it to start again")
         module.load_state_dict(state["weights"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, seen_tokens, losses, elapsed = state["step"], state["tokens"], state["losses"], state["elapsed"]
@@ -176,7 +189,7 @@ def train(args, ids: list[list[int]], y: np.ndarray, tokens: Tokens, out: Path, 
             log(json.dumps({"step": step, "of": total, "epoch": round(step / per_epoch, 2), "loss": float(np.mean(losses[-20:])),
                             "tokens": seen_tokens, "tokens_per_s": round(seen_tokens / spent, 1), "minutes": round(spent / 60, 1)}))
         if step % args.checkpoint_every == 0 and step < total:
-            _save_checkpoint(checkpoint, module, optimizer, step, seen_tokens, losses, time.perf_counter() - started)
+            _save_checkpoint(checkpoint, module, optimizer, made_with, step, seen_tokens, losses, time.perf_counter() - started)
     spent = time.perf_counter() - started
     summary = {"steps": total, "epochs": args.epochs, "steps_per_epoch": per_epoch, "tokens": seen_tokens,
                "train_s": round(spent, 1), "tokens_per_s": round(seen_tokens / max(spent, 1e-9), 1), "dtype": dtype,
@@ -184,22 +197,37 @@ def train(args, ids: list[list[int]], y: np.ndarray, tokens: Tokens, out: Path, 
     return module, summary
 
 
-def _save_checkpoint(path: Path, module, optimizer, step: int, tokens: int, losses: list, elapsed: float) -> None:
+def _save_checkpoint(path: Path, module, optimizer, made_with: dict, step: int, tokens: int, losses: list,
+                     elapsed: float) -> None:
     import torch
 
     tmp = path.with_suffix(".tmp")
-    torch.save({"weights": trainable_state(module), "optimizer": optimizer.state_dict(), "step": step, "tokens": tokens,
-                "losses": losses, "elapsed": elapsed}, tmp)
+    torch.save({"weights": trainable_state(module), "optimizer": optimizer.state_dict(), "made_with": made_with, "step": step,
+                "tokens": tokens, "losses": losses, "elapsed": elapsed}, tmp)
     tmp.replace(path)
+
+
+def save_lexical(args, out: Path, texts: list[str], y: np.ndarray, policy_ids: tuple[str, ...]) -> dict:
+    """Write the TF-IDF half (fitted on these rows, or with --init the starting scorer's, fitted on the full
+    data: a round continues on a few hundred case checks); return its vectorizer settings."""
+    from moderation.baselines import TfidfBaseline
+    from moderation.heads import LEXICAL_FILE
+    from moderation.screen import TfidfScorer
+
+    if args.init:
+        shutil.copyfile(Path(args.init) / LEXICAL_FILE, out / LEXICAL_FILE)
+        return json.loads((Path(args.init) / "heads.json").read_text())["vectorizer"]
+    lexical = TfidfScorer.from_baseline(TfidfBaseline(policy_ids, max_features=args.max_features).fit_texts(texts, y))
+    arrays = lexical.arrays()
+    np.savez_compressed(out / LEXICAL_FILE, **{**arrays, "coef": arrays["coef"].astype(np.float32)})
+    return lexical.settings
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from moderation.baselines import TfidfBaseline
-    from moderation.heads import LEXICAL_FILE, heads_sha
-    from moderation.screen import TfidfScorer
+    from moderation.heads import heads_sha
 
     args = parse_args(argv)
     if args.init:  # the starting point decides the architecture
@@ -218,21 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     ids = tokens(items)
     log = lambda line: print(line, flush=True)  # noqa: E731
     log(f"{len(ids)} rows, {sum(map(len, ids))} tokens an epoch, {resolve_dtype(args.dtype)}, encoder {resolve_model(args.model)}")
-    module, summary = train(args, ids, y, tokens, out, log)
+    module, summary = train(args, ids, y, tokens, out, log, fingerprint(args, data_sha, len(ids)))
     sample = list(range(0, len(ids), max(1, len(ids) // 512)))  # at most about 512 training rows
     summary["train_exact_accuracy"] = round(exact_accuracy(module, tokens, [ids[i] for i in sample], y[sample], args.batch_tokens), 4)
     summary["train_accuracy_rows"] = len(sample)
     log(f"training rows predicted exactly: {summary['train_exact_accuracy']:.3f} of {len(sample)}")
     save_file(trainable_state(module), str(out / WEIGHTS_FILE))
-    if args.init:  # continued on a few rows (a round's case checks): the TF-IDF fitted on the full data is kept
-        shutil.copyfile(Path(args.init) / LEXICAL_FILE, out / LEXICAL_FILE)
-        vectorizer = json.loads((Path(args.init) / "heads.json").read_text())["vectorizer"]
-    else:
-        lexical = TfidfScorer.from_baseline(TfidfBaseline(policy_ids, max_features=args.max_features).fit_texts(texts, y))
-        arrays, vectorizer = lexical.arrays(), lexical.settings
-        np.savez_compressed(out / LEXICAL_FILE, **{**arrays, "coef": arrays["coef"].astype(np.float32)})
     card = {"format": ENCODER_FORMAT, "model": args.model, "rank": args.rank, "alpha": args.alpha, "max_tokens": args.max_tokens,
-            "lexical_weight": args.lexical_weight, "policies": list(policy_ids), "vectorizer": vectorizer,
+            "lexical_weight": args.lexical_weight, "policies": list(policy_ids), "vectorizer": save_lexical(args, out, texts, y, policy_ids),
             "max_features": args.max_features, "rows": len(texts), "positives": dict(zip(policy_ids, y.sum(0).astype(int).tolist())),
             "dataset_sha256": data_sha, "lr": args.lr, "head_lr": args.head_lr, "batch_tokens": args.batch_tokens,
             "seed": args.seed, "init": args.init, "training": {k: v for k, v in summary.items() if k != "loss_every_step"},

@@ -15,7 +15,6 @@ load, so one copy of the weights is in memory. `finetune/fit_encoder.py` trains 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ QUERY_PREFIX = "query: "  # e5's input convention for text that is classified or
 MAX_TOKENS = 192  # an item's tokens read, at most (curated items: median 106 tokens, 95% within 202)
 LORA_TARGETS = ("query", "key", "value", "dense")  # every linear layer of the encoder's blocks
 ITEM_OPEN, ITEM_CLOSE = "<item>\n", "\n</item>"
+CARD_KEYS = ("model", "rank", "alpha", "policies", "vectorizer")  # what loading an encoder scorer reads of its card
 PAD_TO = 32  # batches are padded to a multiple of this many tokens
 
 
@@ -175,7 +175,6 @@ class EncoderScorer:
 
 def load_module(directory: Path, card: dict[str, Any], dtype: str):
     """The encoder with the fine-tune in `directory` merged into its weights, in `dtype`, for inference."""
-    import torch
     from safetensors.torch import load_file
 
     from moderation.machine import torch_dtype
@@ -194,6 +193,13 @@ def load_module(directory: Path, card: dict[str, Any], dtype: str):
     return module
 
 
+def check_card(card: dict[str, Any], directory: Path) -> None:
+    """Raises ConfigError when an encoder scorer's card lacks what loading it reads."""
+    missing = [key for key in CARD_KEYS if key not in card]
+    if missing:
+        raise ConfigError(f"encoder scorer card in {directory} lacks {', '.join(missing)}: not written by finetune/fit_encoder.py")
+
+
 def load_encoder(directory: Path, card: dict[str, Any], lexical, sha: str, dtype: str = "auto") -> EncoderScorer:
     """The encoder scorer stored in `directory` (its card already read and checked by moderation.heads.load_heads)."""
     from moderation.machine import resolve_dtype
@@ -202,7 +208,3 @@ def load_encoder(directory: Path, card: dict[str, Any], lexical, sha: str, dtype
     dtype = resolve_dtype(dtype)
     module = load_module(directory, card, dtype)
     return EncoderScorer(module, Tokens(resolve_model(card["model"]), card.get("max_tokens", MAX_TOKENS)), lexical, card, sha, dtype)
-
-
-def save_card(directory: Path, card: dict[str, Any]) -> None:
-    (directory / "heads.json").write_text(json.dumps(card, indent=2) + "\n")

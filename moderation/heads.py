@@ -1,17 +1,19 @@
-"""Policy heads: per-policy scores from a frozen model's hidden states and a character TF-IDF.
+"""Scorer folders, and policy heads: per-policy scores from a frozen model's hidden states and a character TF-IDF.
 
-The default model's scores come from here, not from the probability of its verdict tokens: a
-LoRA fine-tune of the 135M model did not learn to make its decision token depend on the item
-(see finetune/MODEL_CARD.md), while a logistic regression on the base model's mean-pooled hidden
-states separates violating from clean marketplace items. So an item's score for a policy is the
-mean of two probabilities, each from one logistic regression per policy:
+`load_heads` loads any scorer folder (a card, `heads.json`, names its kind): policy heads, or the
+fine-tuned encoder that scores the default model since issue 27 (moderation/encoder.py). Policy heads
+were the default's scores before: a LoRA fine-tune of the 135M model did not learn to make its
+decision token depend on the item (see finetune/MODEL_CARD.md), while a logistic regression on the
+base model's mean-pooled hidden states separates violating from clean marketplace items. With heads,
+an item's score for a policy is the mean of two probabilities, each from one logistic regression per
+policy:
 
-- `PolicyHeads` on the mean-pooled hidden states of layers `layers` of the base model (the
+- `PolicyHeads` on the mean-pooled hidden states of layers `layers` of a causal LM (the
   prompt's user message: region rules and the item), standardised;
 - a character n-gram TF-IDF (`moderation.screen.TfidfScorer`) on the same text.
 
 Both are fitted on the `moderation curate` rows (`finetune/fit_heads.py`) and stored as plain
-arrays (no pickles) beside the adapter. A flagged item's evidence is attributed through this scorer
+arrays (no pickles). A flagged item's evidence is attributed through whichever scorer decided
 (moderation.explain); the model's adapter writes a rationale only with `--rationale llm`.
 """
 
@@ -236,7 +238,7 @@ def load_heads(directory: str | Path, policy: Policy, dtype: str = "auto"):
         ConfigError: a file is missing or unreadable, or the arrays do not fit together or were
             fitted for another policy taxonomy (the message names both).
     """
-    from moderation.encoder import ENCODER_FORMAT, load_encoder
+    from moderation.encoder import ENCODER_FORMAT, check_card, load_encoder
     from moderation.screen import TfidfScorer
 
     directory = Path(directory)
@@ -252,6 +254,8 @@ def load_heads(directory: str | Path, policy: Policy, dtype: str = "auto"):
             lexical = {k: npz[k] for k in LEXICAL_KEYS}
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"{where}: unreadable ({type(exc).__name__}: {exc})") from None
+    if encoder:
+        check_card(card, directory)
     if card.get("policies") != list(policy.ids):
         raise ConfigError(f"{where} were fitted for another taxonomy, policies {card.get('policies')}; the policy file "
                           f"is {policy.describe()}. Fit a scorer for it (finetune/fit_encoder.py or fit_heads.py --policy FILE) "

@@ -158,6 +158,14 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
+def check_files(runs: list[str | Path], dumps: list[str | Path] | None = None) -> None:
+    """Raises InputError naming the first run file or dump (--input) that does not exist."""
+    for what, paths in (("run file", runs), ("dump (--input)", dumps or [])):
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise InputError(f"{what} not found: {missing[0]}")
+
+
 def order_periods(runs: list[str | Path], dumps: list[str | Path] | None = None,
                   dates: list[str] | None = None) -> list[Period]:
     """Periods in time order: by the dates when given (one per run), else by run file name.

@@ -59,11 +59,12 @@ def _thresholds(args, policy, periods) -> tuple[dict[str, float], str]:
 def cmd_trends(args) -> int:
     from moderation.items import parse_column_map
     from moderation.policy import load_policy
-    from moderation.trends import order_periods, trends, write_json
+    from moderation.trends import check_files, order_periods, trends, write_json
     from moderation.trends_report import write_html, write_markdown, write_plots
 
     _check_stem(args.output)
     policy, settings = load_policy(args.policy), from_args(TrendSettings, args, FLAGS)
+    check_files(args.runs, args.input)
     periods = order_periods(args.runs, args.input, args.date)
     thresholds, source = _thresholds(args, policy, periods)
     print(f"{len(periods)} periods ({', '.join(p.name for p in periods)}); {source}", file=sys.stderr)

@@ -109,6 +109,9 @@ def test_the_tfidf_share_mixes_into_the_score_and_a_bad_folder_is_refused(tmp_pa
     with pytest.raises(ConfigError, match="lacks"):
         load_heads(tmp_path, POLICY)
     card = json.loads((tmp_path / CARD_FILE).read_text())
+    (tmp_path / CARD_FILE).write_text(json.dumps({k: v for k, v in card.items() if k != "rank"}))
+    with pytest.raises(ConfigError, match="lacks rank"):
+        load_heads(tmp_path, POLICY)
     (tmp_path / CARD_FILE).write_text(json.dumps({**card, "policies": ["spam"]}))
     with pytest.raises(ConfigError, match="another taxonomy"):
         load_heads(tmp_path, POLICY)
@@ -151,7 +154,8 @@ def test_the_trainer_fits_64_rows_of_its_own_training_data(tmp_path):
 
 
 def test_a_stopped_training_resumes_from_its_checkpoint(tmp_path, tiny_encoder):
-    """Two steps, a checkpoint after the first: a rerun after a crash does not start over."""
+    """Two steps, a checkpoint after the first: a rerun after a crash does not start over, and a rerun with other
+    settings does not resume it."""
     from finetune.fit_encoder import CHECKPOINT, main
 
     dataset = tmp_path / "sft"
@@ -175,6 +179,8 @@ def test_a_stopped_training_resumes_from_its_checkpoint(tmp_path, tiny_encoder):
     finally:
         trainer._save_checkpoint = real
     assert torch.load(out / CHECKPOINT, weights_only=False)["step"] == 1
+    with pytest.raises(SystemExit, match=r"other data or settings \(lr\)"):  # a stale checkpoint is never mixed in
+        main([*args, "--lr", "1e-3"])
     assert main(args) == 0
     card = json.loads((out / CARD_FILE).read_text())
     assert card["training"]["steps"] == 2 and len(json.loads((out / "losses.json").read_text())) == 2

@@ -187,3 +187,15 @@ def test_the_review_dashboard_shows_the_trends_file(result, tmp_path):
     missing = login(create_app(store, ReviewSettings(trends_json=str(tmp_path / "none.json"))), "lee")
     assert "trends file not found" in missing.get("/dashboard?view=trends").text
     assert not math.isnan(result["drift"][0]["psi"])
+
+
+def test_a_missing_run_file_or_dump_is_a_clear_error(tmp_path):
+    from moderation.errors import InputError
+
+    run = tmp_path / "day-1.jsonl"
+    run.write_text("")
+    with pytest.raises(InputError, match="run file not found: .*day-2"):
+        tr.check_files([run, tmp_path / "day-2.jsonl"])
+    with pytest.raises(InputError, match=r"dump \(--input\) not found"):
+        tr.check_files([run], [tmp_path / "missing-dump.jsonl"])
+    tr.check_files([run])

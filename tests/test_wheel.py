@@ -52,7 +52,8 @@ def test_the_wheel_carries_the_shipped_data(installed):
     for relative in ("prompts/policy.yaml", "prompts/moderate.v1.txt", "prompts/moderate.short.v1.txt", "prompts/enforcement.yaml",
                      "prompts/kyc.yaml", "prompts/kyc.v1.txt", "finetune/adapters/smollm2-135m-moderation/moderation.json",
                      "finetune/adapters/smollm2-135m-moderation/adapter_model.safetensors",
-                     "finetune/adapters/smollm2-135m-moderation/heads.npz", "eval_sets/marketplace.schema.json",
+                     "finetune/adapters/smollm2-135m-moderation/encoder.safetensors",
+                     "finetune/adapters/smollm2-135m-moderation/heads.json", "eval_sets/marketplace.schema.json",
                      "eval_sets/kyc/shops.jsonl"):
         assert f"moderation/{BUNDLE_DIR}/{relative}" in names, relative
     assert all(any(n.startswith(f"moderation/{BUNDLE_DIR}/{b}/") for n in names) for b in BUNDLED)
