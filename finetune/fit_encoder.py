@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from finetune.fit_heads import read_rows, taxonomy  # noqa: E402
 from moderation.encoder import (ENCODER_FORMAT, MAX_TOKENS, WEIGHTS_FILE, Tokens, build_classifier, item_text,  # noqa: E402
-                                length_batches, trainable_state)
+                                length_batches, probabilities, trainable_state)
 from moderation.machine import DTYPES, resolve_dtype, torch_dtype  # noqa: E402
 from moderation.model import resolve_model  # noqa: E402
 
@@ -93,16 +93,11 @@ def epoch_batches(lengths: list[int], batch_tokens: int, epoch: int, seed: int) 
 
 
 def exact_accuracy(module, tokens: Tokens, ids: list[list[int]], y: np.ndarray, batch_tokens: int) -> float:
-    """Share of rows whose predicted policy set (probability >= 0.5) is exactly the gold set."""
-    import torch
-
-    pred = np.zeros_like(y)
+    """Share of rows whose predicted policy set (probability above 0.5) is exactly the gold set."""
     module.eval()
-    with torch.inference_mode():
-        for rows in length_batches([len(x) for x in ids], batch_tokens):
-            pred[rows] = (module(*tokens.batch([ids[i] for i in rows])) > 0).numpy()
+    pred = probabilities(module, tokens, ids, y.shape[1], batch_tokens) > 0.5
     module.train()
-    return float((pred == y).all(1).mean())
+    return float((pred == y.astype(bool)).all(1).mean())
 
 
 def standardise(module, ids: list[list[int]], tokens: Tokens, batch_tokens: int, dtype: str, rows: int = 2000) -> None:

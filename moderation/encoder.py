@@ -131,6 +131,19 @@ def length_batches(lengths: list[int], batch_tokens: int, order: list[int] | Non
     return batches
 
 
+def probabilities(module, tokens: Tokens, ids: list[list[int]], policies: int, batch_tokens: int, progress=None) -> np.ndarray:
+    """(rows x policies) sigmoid outputs of `module` for token ids, in length-grouped batches (no gradients)."""
+    import torch
+
+    out = np.zeros((len(ids), policies), dtype=np.float32)
+    with torch.inference_mode():
+        for rows in length_batches([len(x) for x in ids], batch_tokens):
+            out[rows] = torch.sigmoid(module(*tokens.batch([ids[i] for i in rows])).float()).numpy()
+            if progress is not None:
+                progress.update(len(rows))
+    return out
+
+
 class EncoderScorer:
     """Scores of rendered prompts from a fine-tuned encoder (and a TF-IDF, weighted `lexical_weight`),
     one per policy of the taxonomy the card names; same interface as moderation.heads.HeadScorer."""
@@ -144,18 +157,9 @@ class EncoderScorer:
 
     def encoder_scores(self, texts: list[str], progress=None) -> np.ndarray:
         """(texts x policies) probabilities of the encoder alone, for user messages or item texts."""
-        import torch
-
         ids = self.tokens([item_text(t) for t in texts])
         self.last_tokens = sum(map(len, ids))
-        out = np.zeros((len(texts), len(self.policies)), dtype=np.float32)
-        with torch.inference_mode():
-            for rows in length_batches([len(x) for x in ids], self.batch_tokens):
-                logits = self.module(*self.tokens.batch([ids[i] for i in rows]))
-                out[rows] = torch.sigmoid(logits.float()).numpy()
-                if progress is not None:
-                    progress.update(len(rows))
-        return out
+        return probabilities(self.module, self.tokens, ids, len(self.policies), self.batch_tokens, progress)
 
     def policy_scores(self, texts: list[str], progress=None) -> np.ndarray:
         """(texts x policies) scores in [0, 1]."""
